@@ -1,0 +1,29 @@
+# `make demo` and `make test` work from a fresh clone: both build .venv first.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test notebook bench clean-venv
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) train.py
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+notebook: $(VENV)/.installed
+	$(VENV)/bin/python -m pip install -q jupyterlab==4.2.5 || true
+	$(VENV)/bin/jupyter lab notebooks/srcnn_walkthrough.ipynb
+
+bench: $(VENV)/.installed
+	$(PY) -m srcnn_theano bench --json
+
+clean-venv:
+	rm -rf $(VENV)
