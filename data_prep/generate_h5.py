@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Make an SRCNN training file (HDF5 patches) from a folder of images.
+
+Example, the paper's setting (91 images, x3, 33/21 patches, stride 14)::
+
+    python data_prep/generate_h5.py --images ../shared/data/T91 --scale 3 --output train_x3.h5
+
+Errors are printed as one ``error: ...`` line on stderr with exit status 2.
+"""
+import argparse
+import os
+import sys
+
+if __package__ in (None, ""):
+    try:
+        import srcnn_theano  # noqa: F401  (installed, or run from the repo with it on the path)
+    except ImportError:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from srcnn_theano.errors import SRCNNError  # noqa: E402
+from srcnn_theano.image_io import list_images  # noqa: E402
+from srcnn_theano.patches import CHANNELS, write_h5  # noqa: E402
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage mistakes as a single ``error:`` line."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser():
+    p = _Parser(description="Cut shuffled SRCNN training patches (MATLAB generate_train.m) into HDF5.")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of training images (e.g. T91)")
+    p.add_argument("--scale", required=True, type=int, help="upscaling factor (2, 3, 4, ...)")
+    p.add_argument("--output", required=True, metavar="FILE.h5", help="HDF5 file to create")
+    p.add_argument("--input-size", type=int, default=33, help="input patch side in pixels (default 33)")
+    p.add_argument("--label-size", type=int, default=21,
+                   help="label patch side in pixels (default 21; equal to --input-size for 'same' padding)")
+    p.add_argument("--stride", type=int, default=14, help="step between patches in pixels (default 14)")
+    p.add_argument("--channels", choices=CHANNELS, default="y",
+                   help="'y': luminance as in the paper (default); 'rgb': 3-channel patches")
+    p.add_argument("--augment", action="store_true",
+                   help="add 8 rotations/flips x 5 downscales of every image (not in the paper)")
+    p.add_argument("--drop-partial-chunk", action="store_true",
+                   help="drop the last incomplete chunk of 128 patches, as the authors' MATLAB writer does")
+    p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        paths = list_images(args.images)
+        if not paths:
+            raise SRCNNError(f"no images in folder: {args.images}")
+        summary = write_h5(args.output, paths, args.scale,
+                           input_size=args.input_size, label_size=args.label_size, stride=args.stride,
+                           seed=args.seed, drop_partial_chunk=args.drop_partial_chunk,
+                           augment=args.augment, channels=args.channels, force=args.force,
+                           progress=not args.quiet)
+    except SRCNNError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; no output written", file=sys.stderr)
+        return 130
+    dropped = summary.count_extracted - summary.count
+    print(f"wrote {summary.count} patches from {summary.images} images to {summary.path}"
+          + (f" ({dropped} dropped with the partial chunk)" if dropped else "")
+          + (f"; skipped {len(summary.skipped)} image(s)" if summary.skipped else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
