@@ -32,6 +32,7 @@ Shims, for PyPI's Lasagne 0.1 (2015) on Theano-PyMC 1.1.2:
 Nothing inside site-packages is edited.
 """
 import ctypes.util
+import logging
 import os
 import shutil
 import subprocess
@@ -140,6 +141,8 @@ if "theano" in sys.modules and not getattr(sys.modules["theano"], "_srcnn_config
 else:
     os.environ["THEANO_FLAGS"] = theano_flags()
 
+# Theano warns at every import that it uses numpy's BLAS; that choice is ours and documented.
+logging.getLogger("theano.tensor.blas").setLevel(logging.ERROR)
 import theano  # noqa: E402
 import theano.tensor as T  # noqa: E402
 

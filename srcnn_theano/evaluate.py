@@ -1,0 +1,96 @@
+"""The authors' evaluation protocol (SRCNN_v1 ``demo_SR.m``), step by step.
+
+For each ground-truth image:
+
+1. Y channel of MATLAB's ``rgb2ycbcr`` (uint8); grayscale images as they are.
+2. ``modcrop`` to a multiple of the scale, then ``im2double`` (float in [0, 1]).
+3. MATLAB bicubic down by ``1/scale``, then up by ``scale`` (antialiased).
+4. SRCNN on the bicubic image (replicate padding, as ``imfilter``).
+5. Ground truth, bicubic and SRCNN quantized to uint8 (``uint8(x * 255)``),
+   ``scale`` pixels shaved at each border.
+6. PSNR = 20 log10(255 / RMSE) and SSIM (Gaussian 11x11, sigma 1.5) on those
+   pixels; means over images are means of the per-image values.
+"""
+import os
+
+import numpy as np
+
+from .errors import SRCNNError
+from .image_io import from_float, read_image, to_float
+from .imresize import imresize, modcrop
+from .inference import Predictor
+from .metrics import psnr, shave, ssim
+from .ycbcr import rgb2y
+
+
+def ground_truth_y(image, scale):
+    """Steps 1-2: uint8/uint16 image -> modcropped Y, float64 (H, W) in [0, 1]."""
+    y = rgb2y(image)
+    if y.dtype == np.uint16:
+        y = from_float(to_float(y))  # evaluate 16-bit files at 8 bits, as the papers do
+    return to_float(modcrop(y, scale))
+
+
+def bicubic_degrade(y, scale):
+    """Step 3: float (H, W) with H, W multiples of ``scale`` -> bicubic (H, W) float64."""
+    low = imresize(y, 1.0 / scale)
+    return imresize(low, output_shape=y.shape)
+
+
+def evaluate_image(image, scale, predictor, name="image"):
+    """Evaluate one ground-truth image (uint8 (H, W) or (H, W, 3)).
+
+    Returns
+    -------
+    dict with ``name``, ``bicubic_psnr``, ``srcnn_psnr``, ``bicubic_ssim``,
+    ``srcnn_ssim`` and, under ``"images"`` (not serialised), the uint8
+    ground truth, bicubic and SRCNN Y images before shaving.
+    """
+    y = ground_truth_y(image, scale)
+    if min(y.shape) <= 2 * scale:
+        raise SRCNNError(f"{name}: image {image.shape[:2]} is too small for x{scale} "
+                         f"(the {scale}-pixel border is shaved)")
+    bic = bicubic_degrade(y, scale)
+    sr = predictor(bic)
+    gt8, bic8, sr8 = from_float(y), from_float(bic), from_float(sr)
+    g, b, s = (shave(a, scale) for a in (gt8, bic8, sr8))
+    return {"name": name, "bicubic_psnr": psnr(g, b), "srcnn_psnr": psnr(g, s),
+            "bicubic_ssim": ssim(g, b), "srcnn_ssim": ssim(g, s),
+            "images": {"gt": gt8, "bicubic": bic8, "srcnn": sr8}}
+
+
+METRICS = ("bicubic_psnr", "srcnn_psnr", "bicubic_ssim", "srcnn_ssim")
+
+
+def evaluate_paths(paths, scale, weights, progress=False):
+    """Evaluate image files with ``weights``; returns the JSON-ready report.
+
+    Returns
+    -------
+    dict ``{"scale", "images": [{name, bicubic_psnr, srcnn_psnr, bicubic_ssim,
+    srcnn_ssim}, ...], "mean": {...}}``
+    """
+    weights.check_scale(scale)
+    images = [(os.path.basename(p), read_image(p)) for p in paths]  # fail before compiling
+    predictor = Predictor(weights)
+    rows = []
+    it = images
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(images, desc=f"evaluate x{scale}", unit="img", leave=False)
+    for name, img in it:
+        r = evaluate_image(img, scale, predictor, name=name)
+        r.pop("images")
+        rows.append(r)
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
+    return {"scale": int(scale), "images": rows, "mean": mean}
+
+
+def format_table(report):
+    """A readable text table of an :func:`evaluate_paths` report."""
+    lines = [f"x{report['scale']}  {'image':<16} {'bicubic PSNR':>12} {'SRCNN PSNR':>11} "
+             f"{'bicubic SSIM':>12} {'SRCNN SSIM':>11}"]
+    for r in report["images"] + [dict(report["mean"], name="mean")]:
+        lines.append(f"     {r['name']:<16} {r['bicubic_psnr']:12.2f} {r['srcnn_psnr']:11.2f} "
+                     f"{r['bicubic_ssim']:12.4f} {r['srcnn_ssim']:11.4f}")
+    return "\n".join(lines)
