@@ -37,6 +37,14 @@ def bicubic_degrade(y, scale):
     return imresize(low, output_shape=y.shape)
 
 
+def check_size(image, scale, name="image"):
+    """Raise :class:`SRCNNError` unless something is left after modcrop and shaving."""
+    h, w = image.shape[:2]
+    if min(h // scale * scale, w // scale * scale) <= 2 * scale:
+        raise SRCNNError(f"{name}: image {h}x{w} is too small for x{scale} "
+                         f"(the {scale}-pixel border is shaved)")
+
+
 def evaluate_image(image, scale, predictor, name="image"):
     """Evaluate one ground-truth image (uint8 (H, W) or (H, W, 3)).
 
@@ -46,10 +54,8 @@ def evaluate_image(image, scale, predictor, name="image"):
     ``srcnn_ssim`` and, under ``"images"`` (not serialised), the uint8
     ground truth, bicubic and SRCNN Y images before shaving.
     """
+    check_size(image, scale, name)
     y = ground_truth_y(image, scale)
-    if min(y.shape) <= 2 * scale:
-        raise SRCNNError(f"{name}: image {image.shape[:2]} is too small for x{scale} "
-                         f"(the {scale}-pixel border is shaved)")
     bic = bicubic_degrade(y, scale)
     sr = predictor(bic)
     gt8, bic8, sr8 = from_float(y), from_float(bic), from_float(sr)
@@ -71,13 +77,15 @@ def evaluate_paths(paths, scale, weights, progress=False):
     srcnn_ssim}, ...], "mean": {...}}``
     """
     weights.check_scale(scale)
-    images = [(os.path.basename(p), read_image(p)) for p in paths]  # fail before compiling
+    images = [(os.path.basename(p), read_image(p)) for p in paths]
+    for name, img in images:  # fail before compiling anything
+        check_size(img, scale, name)
     predictor = Predictor(weights)
     rows = []
     it = images
     if progress:
         from tqdm import tqdm
-        it = tqdm(images, desc=f"evaluate x{scale}", unit="img", leave=False)
+        it = tqdm(images, desc=f"evaluate x{scale}", unit="img", leave=False, disable=None)
     for name, img in it:
         r = evaluate_image(img, scale, predictor, name=name)
         r.pop("images")

@@ -1,0 +1,85 @@
+"""The command line: evaluate's table and JSON, and one-line errors for bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from conftest import REPO, authors_model, require_data
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "srcnn_theano", *args], cwd=REPO,
+                          capture_output=True, text=True)
+
+
+def assert_one_line_error(res, *fragments):
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "Traceback" not in res.stderr
+    for f in fragments:
+        assert f in lines[0]
+
+
+def test_evaluate_json_schema_and_table():
+    mat = authors_model("9-1-5(91 images)", 3)
+    head = os.path.join(require_data("Set5"), "head_GT.bmp")
+    res = run_cli("evaluate", "--weights", mat, "--json", head)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["scale"] == 3 and [r["name"] for r in report["images"]] == ["head_GT.bmp"]
+    assert set(report["images"][0]) == {"name", "bicubic_psnr", "srcnn_psnr", "bicubic_ssim", "srcnn_ssim"}
+    assert report["mean"]["srcnn_psnr"] == report["images"][0]["srcnn_psnr"]
+    assert report["mean"]["srcnn_psnr"] > report["mean"]["bicubic_psnr"] + 0.5
+    table = run_cli("evaluate", "--weights", mat, head)
+    assert table.returncode == 0 and "mean" in table.stdout and "head_GT.bmp" in table.stdout
+
+
+@pytest.fixture
+def mat_x3():
+    return authors_model("9-1-5(91 images)", 3)
+
+
+def test_missing_image(mat_x3, tmp_path):
+    assert_one_line_error(run_cli("evaluate", "--weights", mat_x3, str(tmp_path / "nope.png")),
+                          "no such file")
+
+
+def test_unreadable_image(mat_x3, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    assert_one_line_error(run_cli("evaluate", "--weights", mat_x3, str(bad)), "bad.png")
+
+
+def test_image_smaller_than_shave_border(mat_x3, tmp_path):
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.full((6, 7, 3), 128, np.uint8)).save(tiny)
+    assert_one_line_error(run_cli("evaluate", "--weights", mat_x3, str(tiny)), "too small")
+
+
+def test_wrong_scale_for_weights(mat_x3, tmp_path):
+    img = tmp_path / "img.png"
+    Image.fromarray(np.full((30, 30), 100, np.uint8)).save(img)
+    assert_one_line_error(run_cli("evaluate", "--weights", mat_x3, "--scale", "2", str(img)),
+                          "x3, not x2")
+
+
+def test_mat_of_wrong_shape(tmp_path):
+    path = tmp_path / "x3.mat"
+    scipy.io.savemat(path, {"weights_conv1": np.zeros((80, 64)), "biases_conv1": np.zeros((64, 1)),
+                            "weights_conv2": np.zeros((64, 1, 32)), "biases_conv2": np.zeros((32, 1)),
+                            "weights_conv3": np.zeros((32, 25)), "biases_conv3": np.zeros((1, 1))})
+    img = tmp_path / "img.png"
+    Image.fromarray(np.full((30, 30), 100, np.uint8)).save(img)
+    assert_one_line_error(run_cli("evaluate", "--weights", str(path), str(img)), "weights_conv1")
+
+
+def test_weights_file_not_weights(tmp_path):
+    path = tmp_path / "w.npz"
+    path.write_text("hello")
+    assert_one_line_error(run_cli("evaluate", "--weights", str(path), str(path)), "w.npz")

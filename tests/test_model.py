@@ -1,0 +1,116 @@
+"""The Lasagne SRCNN against a direct scipy correlation of the same weights."""
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+from srcnn_theano.functions import compile_predict
+from srcnn_theano.inference import Predictor, compiled_model
+from srcnn_theano.model import PRESETS, SRCNN
+from srcnn_theano.weights import Weights
+
+ARCH_935 = dict(PRESETS["9-3-5"], n1=6, n2=4, channels=1)
+
+
+def random_arrays(arch, seed=0):
+    rng = np.random.RandomState(seed)
+    f1, f2, f3, n1, n2, c = (arch[k] for k in ("f1", "f2", "f3", "n1", "n2", "channels"))
+    shapes = {"conv1.W": (n1, c, f1, f1), "conv1.b": (n1,), "conv2.W": (n2, n1, f2, f2),
+              "conv2.b": (n2,), "conv3.W": (c, n2, f3, f3), "conv3.b": (c,)}
+    return {k: rng.normal(0, 0.3, s).astype("float32") for k, s in shapes.items()}
+
+
+def reference_forward(x, arrays, mode):
+    """(C, H, W) float64 -> (C', H', W'): scipy correlation layer by layer.
+
+    ``mode`` is scipy's: 'nearest' = replicate, 'constant' = zeros, None = valid.
+    """
+    h = x.astype(np.float64)
+    for i in (1, 2, 3):
+        W, b = arrays[f"conv{i}.W"].astype(np.float64), arrays[f"conv{i}.b"].astype(np.float64)
+        out = []
+        for o in range(W.shape[0]):
+            acc = sum(ndi.correlate(h[j], W[o, j], mode=mode or "constant") for j in range(W.shape[1]))
+            if mode is None:  # valid: crop what the zero padding touched
+                r = W.shape[2] // 2
+                acc = acc[r:acc.shape[0] - r, r:acc.shape[1] - r]
+            out.append(acc + b[o])
+        h = np.stack(out)
+        if i < 3:
+            h = np.maximum(h, 0)
+    return h
+
+
+@pytest.mark.parametrize("padding,mode", [("replicate", "nearest"), ("same", "constant"), ("valid", None)])
+def test_theano_equals_scipy_correlation(padding, mode):
+    arrays = random_arrays(ARCH_935)
+    model = SRCNN(**ARCH_935, padding=padding)
+    model.set_weights(arrays)
+    x = np.random.RandomState(1).rand(2, 1, 23, 19).astype("float32")
+    y = compile_predict(model)(x)
+    for n in range(2):
+        ref = reference_forward(x[n], arrays, mode)
+        assert y[n].shape == ref.shape
+        np.testing.assert_allclose(y[n], ref, atol=2e-5, rtol=1e-5)
+
+
+def test_kernels_are_not_flipped():
+    """An off-centre 1 in the first kernel must shift the image as a correlation does."""
+    arch = dict(f1=3, f2=1, f3=1, n1=1, n2=1, channels=1)
+    arrays = {"conv1.W": np.zeros((1, 1, 3, 3), "float32"), "conv1.b": np.zeros(1, "float32"),
+              "conv2.W": np.ones((1, 1, 1, 1), "float32"), "conv2.b": np.zeros(1, "float32"),
+              "conv3.W": np.ones((1, 1, 1, 1), "float32"), "conv3.b": np.zeros(1, "float32")}
+    arrays["conv1.W"][0, 0, 0, 2] = 1.0   # top-right tap: out[i, j] = x[i - 1, j + 1]
+    model = SRCNN(**arch, padding="valid")
+    model.set_weights(arrays)
+    x = np.arange(25, dtype="float32").reshape(1, 1, 5, 5)
+    y = compile_predict(model)(x)[0, 0]
+    assert np.array_equal(y, x[0, 0, 0:3, 2:5])
+
+
+def test_output_layer_is_linear_and_shapes_follow_padding():
+    model = SRCNN(**PRESETS["9-1-5"], padding="valid")
+    assert model.border == 6 and model.output_size(33) == 21
+    assert model.layers[-1].nonlinearity is not model.layers[0].nonlinearity
+    arrays = random_arrays(dict(PRESETS["9-1-5"], channels=1))
+    arrays["conv3.b"][:] = -5.0       # a linear output can go negative, a ReLU cannot
+    model.set_weights(arrays)
+    y = compile_predict(model)(np.zeros((1, 1, 33, 33), "float32"))
+    assert y.shape == (1, 1, 21, 21) and (y < 0).all()
+
+
+def test_presets_and_validation():
+    for name, cfg in PRESETS.items():
+        assert SRCNN.from_preset(name, padding="same").name == name
+        assert cfg["n1"] == 64 and cfg["n2"] == 32
+    with pytest.raises(ValueError):
+        SRCNN(f1=8)
+    with pytest.raises(ValueError):
+        SRCNN(padding="reflect")
+    with pytest.raises(ValueError):
+        SRCNN.from_preset("9-9-9")
+
+
+def test_init_std_and_he_init():
+    paper = SRCNN(**PRESETS["9-1-5"], init_std=0.001, seed=0).get_weights()
+    assert abs(paper["conv1.W"].std() - 0.001) < 1e-4 and not paper["conv1.b"].any()
+    he = SRCNN(**PRESETS["9-1-5"], init_std=None, seed=0).get_weights()
+    assert abs(he["conv1.W"].std() - np.sqrt(2 / 81)) < 0.01
+
+
+def test_set_weights_rejects_wrong_shapes():
+    model = SRCNN(**ARCH_935)
+    arrays = random_arrays(ARCH_935)
+    arrays["conv2.W"] = arrays["conv2.W"][:, :, :1, :1]
+    with pytest.raises(ValueError, match="conv2.W"):
+        model.set_weights(arrays)
+
+
+def test_tiled_prediction_equals_untiled():
+    arch = dict(PRESETS["9-1-5"], channels=1)
+    w = Weights(random_arrays(arch, seed=3), arch)
+    x = np.random.RandomState(2).rand(70, 53).astype("float32")
+    whole = Predictor(w, tile=None)(x)
+    tiled = Predictor(w, tile=16)(x)
+    assert tiled.shape == (70, 53)
+    np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-5)
+    assert compiled_model(arch)[1] is compiled_model(arch)[1]   # compiled once, shared
