@@ -6,22 +6,83 @@ line and exit with status 2, never a traceback.
 """
 import argparse
 import json
+import os
 import sys
 
 from .errors import SRCNNError
 
 
+def _weights_and_scale(args):
+    """``--weights`` (or the shipped model for ``--scale``) and the scale to use."""
+    from .weights import load, load_default
+
+    if args.weights:
+        weights = load(args.weights)
+        scale = args.scale if args.scale is not None else weights.scale
+        if scale is None:
+            raise SRCNNError("--scale is required: the weights file does not say its scale")
+    else:
+        scale = args.scale if args.scale is not None else 3
+        weights = load_default(scale)
+    if scale < 2:
+        raise SRCNNError(f"--scale must be 2 or more, not {scale}")
+    weights.check_scale(scale)
+    return weights, scale
+
+
 def _cmd_evaluate(args):
     from .evaluate import evaluate_paths, format_table
     from .image_io import expand_inputs
-    from .weights import load
 
-    weights = load(args.weights)
-    scale = args.scale if args.scale is not None else weights.scale
-    if scale is None:
-        raise SRCNNError("--scale is required: the weights file does not say its scale")
+    weights, scale = _weights_and_scale(args)
     report = evaluate_paths(expand_inputs(args.inputs), scale, weights, progress=not args.json)
     print(json.dumps(report) if args.json else format_table(report))
+
+
+def _cmd_upscale(args):
+    from .upscale import output_paths, upscale_files
+
+    weights, scale = _weights_and_scale(args)
+    pairs = output_paths([args.input], args.output)
+    failed = upscale_files(pairs, scale, weights, tile=args.tile)
+    done = len(pairs) - len(failed)
+    if len(pairs) > 1 or not failed:
+        print(f"wrote {done} image(s) x{scale} to {args.output}", file=sys.stderr)
+    if failed:
+        if len(pairs) == 1:
+            raise SRCNNError(failed[0][1])
+        names = ", ".join(os.path.basename(p) for p, _ in failed)
+        for p, msg in failed:
+            print(f"  failed: {msg}", file=sys.stderr)
+        raise SRCNNError(f"{len(failed)} of {len(pairs)} image(s) failed: {names}")
+
+
+def _cmd_benchmark(args):
+    from .benchmark import run_benchmark, to_markdown, write_benchmark
+
+    rows = run_benchmark(args.data, scales=args.scales, authors_dir=args.authors_models)
+    md, cs = write_benchmark(rows, args.out)
+    print(to_markdown(rows))
+    print(f"wrote {md} and {cs}", file=sys.stderr)
+
+
+def _cmd_figure(args):
+    from .figure import save_comparison
+    from .image_io import read_image
+    from .inference import Predictor
+
+    weights, scale = _weights_and_scale(args)
+    crop = tuple(args.crop) if args.crop else None
+    report = save_comparison(args.output, read_image(args.image), scale, Predictor(weights),
+                             name=os.path.basename(args.image), crop=crop)
+    print(f"wrote {args.output}: bicubic {report['bicubic_psnr']:.2f} dB, "
+          f"SRCNN {report['srcnn_psnr']:.2f} dB", file=sys.stderr)
+
+
+def _add_weights_options(p):
+    p.add_argument("--weights", help="project weights (.npz) or an authors' model (.mat); "
+                                     "default: the shipped model for --scale")
+    p.add_argument("--scale", type=int, help="upscaling factor (default: the weights' own, or 3)")
 
 
 def build_parser():
@@ -30,12 +91,32 @@ def build_parser():
 
     ev = sub.add_parser("evaluate", help="PSNR/SSIM of bicubic and SRCNN on ground-truth images "
                                          "(the authors' protocol)")
-    ev.add_argument("--weights", required=True,
-                    help="project weights (.npz) or an authors' model (.mat)")
-    ev.add_argument("--scale", type=int, help="upscaling factor (default: the weights' own)")
+    _add_weights_options(ev)
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     ev.set_defaults(func=_cmd_evaluate)
+
+    up = sub.add_parser("upscale", help="enlarge real images (SRCNN on Y, bicubic on Cb/Cr/alpha)")
+    _add_weights_options(up)
+    up.add_argument("input", metavar="INPUT", help="an image file or a folder of images")
+    up.add_argument("-o", "--output", required=True,
+                    help="output file (format from its extension) or folder")
+    up.add_argument("--tile", type=int, default=128, help="low-resolution tile side (bounded memory)")
+    up.set_defaults(func=_cmd_upscale)
+
+    bm = sub.add_parser("benchmark", help="the paper-style table: bicubic, authors' models, ours")
+    bm.add_argument("--data", required=True, help="a folder of HR images, or of such folders")
+    bm.add_argument("--authors-models", help="the authors' SRCNN_v1/model folder (optional)")
+    bm.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
+    bm.add_argument("--out", default="results", help="folder for benchmark.md and benchmark.csv")
+    bm.set_defaults(func=_cmd_benchmark)
+
+    fg = sub.add_parser("figure", help="HR / bicubic / SRCNN comparison PNG with PSNR captions")
+    _add_weights_options(fg)
+    fg.add_argument("image", help="a ground-truth (HR) image")
+    fg.add_argument("-o", "--output", required=True, help="output PNG")
+    fg.add_argument("--crop", type=int, nargs=4, metavar=("TOP", "LEFT", "H", "W"))
+    fg.set_defaults(func=_cmd_figure)
     return parser
 
 

@@ -173,6 +173,25 @@ def load_mat(path):
     return Weights(arrays, architecture_of(arrays), int(m.group(1)) if m else None, provenance)
 
 
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+
+
+def pretrained_path(scale):
+    """Path of the project's own shipped 9-1-5 model for ``scale`` (``pretrained/x{scale}.npz``)."""
+    return os.path.join(PRETRAINED_DIR, f"x{int(scale)}.npz")
+
+
+def load_default(scale):
+    """The shipped model for ``scale``: what every command uses when no weights are given."""
+    path = pretrained_path(scale)
+    if not os.path.isfile(path):
+        have = sorted(n for n in os.listdir(PRETRAINED_DIR) if n.endswith(".npz")) \
+            if os.path.isdir(PRETRAINED_DIR) else []
+        raise SRCNNError(f"no shipped model for x{scale} (shipped: {', '.join(have) or 'none'}); "
+                         "pass --weights")
+    return load_npz(path)
+
+
 def load(path):
     """Read a ``.npz`` project weights file or an authors' ``.mat`` file."""
     if not os.path.isfile(path):

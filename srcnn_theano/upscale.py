@@ -1,0 +1,136 @@
+"""Upscaling real images: SRCNN on Y, bicubic on Cb/Cr and alpha.
+
+Unlike :mod:`srcnn_theano.evaluate`, the input here *is* the low-resolution
+image: it is enlarged by ``scale``, nothing is downscaled first.
+
+* Colour (H, W, 3): MATLAB ``rgb2ycbcr`` in floating point, Y enlarged with
+  MATLAB bicubic then refined by SRCNN, Cb/Cr enlarged bicubically, back to
+  RGB with ``ycbcr2rgb``.
+* Grayscale (H, W): the image is the Y channel.
+* Alpha (H, W, 4): the colour part as above, alpha bicubic.
+* uint16 images stay uint16 (the network sees [0, 1] floats either way).
+
+Memory stays bounded: the whole pipeline runs on tiles of the low-resolution
+image with enough margin for the bicubic kernel (2 pixels) and the network's
+receptive field, and keeps only each tile's centre, so the result equals the
+untiled one. Peak memory is the input, the output and a few tiles.
+"""
+import math
+import os
+
+import numpy as np
+
+from .errors import SRCNNError
+from .image_io import expand_inputs, from_float, read_image, to_float, write_image
+from .imresize import imresize
+from .inference import Predictor
+from .ycbcr import rgb2ycbcr, ycbcr2rgb
+
+DEFAULT_TILE = 128  # low-resolution pixels per tile side
+
+
+def _enlarge_planes(lr, scale, predictor):
+    """Float (h, w, C) low-res planes in [0, 1] -> (h*s, w*s, C) float, SRCNN on plane 0.
+
+    Plane 0 is Y (or gray); the others (Cb, Cr, alpha) are bicubic only.
+    """
+    up = imresize(lr, scale)
+    up = up.reshape(up.shape[0], up.shape[1], -1)
+    up[..., 0] = predictor(up[..., 0])
+    return up
+
+
+def upscale_float(planes, scale, predictor, tile=DEFAULT_TILE):
+    """Tiled :func:`_enlarge_planes`; planes: (h, w, C) float in [0, 1].
+
+    Returns (h*scale, w*scale, C) float64, not clipped.
+    """
+    h, w, c = planes.shape
+    if tile is None or (h <= tile and w <= tile):
+        return _enlarge_planes(planes, scale, predictor)
+    margin = 3 + math.ceil(predictor.model.border / scale)
+    out = np.empty((h * scale, w * scale, c), dtype=np.float64)
+    for top in range(0, h, tile):
+        for left in range(0, w, tile):
+            y0, x0 = max(top - margin, 0), max(left - margin, 0)
+            y1, x1 = min(top + tile + margin, h), min(left + tile + margin, w)
+            res = _enlarge_planes(planes[y0:y1, x0:x1], scale, predictor)
+            bh, bw = min(tile, h - top) * scale, min(tile, w - left) * scale
+            oy, ox = (top - y0) * scale, (left - x0) * scale
+            out[top * scale:top * scale + bh, left * scale:left * scale + bw] = \
+                res[oy:oy + bh, ox:ox + bw]
+    return out
+
+
+def upscale_image(image, scale, predictor, tile=DEFAULT_TILE):
+    """Enlarge an image by an integer ``scale``.
+
+    Parameters
+    ----------
+    image : ndarray uint8 or uint16, (h, w), (h, w, 3) or (h, w, 4)
+    scale : int
+    predictor : srcnn_theano.inference.Predictor
+    tile : int or None
+        Low-resolution tile side; ``None`` processes the image at once.
+
+    Returns
+    -------
+    ndarray, same dtype and channel count, (h * scale, w * scale[, C])
+    """
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 3 and image.shape[2] not in (3, 4):
+        raise SRCNNError(f"unsupported channel count {image.shape[2]}")
+    if min(image.shape[:2]) < 2:
+        raise SRCNNError(f"image {image.shape[1]}x{image.shape[0]} is too small to upscale")
+    f = to_float(image)
+    if f.ndim == 2:
+        planes = f[..., None]
+    else:
+        planes = rgb2ycbcr(f[..., :3])
+        if f.shape[2] == 4:
+            planes = np.concatenate([planes, f[..., 3:]], axis=2)
+    up = upscale_float(planes, scale, predictor, tile)
+    if f.ndim == 2:
+        out = up[..., 0]
+    else:
+        rgb = ycbcr2rgb(up[..., :3])
+        out = np.concatenate([rgb, up[..., 3:]], axis=2) if f.shape[2] == 4 else rgb
+    return from_float(out, image.dtype)
+
+
+def output_paths(inputs, output):
+    """Pair input files with output files.
+
+    A single input file and an ``output`` that is not an existing folder
+    means ``output`` is the file name; otherwise ``output`` is a folder and
+    each output keeps its input's name.
+    """
+    files = expand_inputs(inputs)
+    single = len(inputs) == 1 and not os.path.isdir(inputs[0])
+    if single and not os.path.isdir(output):
+        return [(files[0], output)]
+    os.makedirs(output, exist_ok=True)
+    return [(p, os.path.join(output, os.path.basename(p))) for p in files]
+
+
+def upscale_files(pairs, scale, weights, tile=DEFAULT_TILE, progress=True):
+    """Upscale (input, output) file pairs; bad inputs are collected, not fatal.
+
+    Returns
+    -------
+    list of (input path, error message) for the files that failed.
+    """
+    weights.check_scale(scale)
+    predictor = Predictor(weights, tile=None)
+    failed = []
+    it = pairs
+    if progress and len(pairs) > 1:
+        from tqdm import tqdm
+        it = tqdm(pairs, desc=f"upscale x{scale}", unit="img", disable=None)
+    for src, dst in it:
+        try:
+            write_image(dst, upscale_image(read_image(src), scale, predictor, tile))
+        except SRCNNError as e:
+            failed.append((src, str(e)))
+    return failed
