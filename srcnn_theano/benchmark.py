@@ -49,10 +49,13 @@ def methods_for(scale, authors_dir=None):
     return out
 
 
-def run_benchmark(data_dir, scales=(2, 3, 4), authors_dir=None, progress=True):
-    """Evaluate everything; returns rows ``{dataset, scale, method, psnr, ssim}``."""
+def run_benchmark(data_dirs, scales=(2, 3, 4), authors_dir=None, progress=True):
+    """Evaluate everything; returns rows ``{dataset, scale, method, psnr, ssim}``.
+
+    ``data_dirs``: folders as :func:`find_datasets` reads them.
+    """
     rows = []
-    datasets = find_datasets(data_dir)
+    datasets = [d for folder in data_dirs for d in find_datasets(folder)]
     for scale in scales:
         methods = methods_for(scale, authors_dir)
         if not methods:

@@ -105,7 +105,8 @@ def build_parser():
     up.set_defaults(func=_cmd_upscale)
 
     bm = sub.add_parser("benchmark", help="the paper-style table: bicubic, authors' models, ours")
-    bm.add_argument("--data", required=True, help="a folder of HR images, or of such folders")
+    bm.add_argument("--data", required=True, nargs="+",
+                    help="folders of HR images (Set5, Set14, ...), or folders of such folders")
     bm.add_argument("--authors-models", help="the authors' SRCNN_v1/model folder (optional)")
     bm.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     bm.add_argument("--out", default="results", help="folder for benchmark.md and benchmark.csv")
