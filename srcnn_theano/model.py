@@ -19,6 +19,30 @@ Padding modes
 ``replicate``
     Edge replication of ``f // 2`` per layer, which is what the authors'
     MATLAB test code does (``imfilter(..., 'same', 'replicate')``).
+
+How the correlations are computed (``impl``)
+--------------------------------------------
+``'gemm'`` (default)
+    Each layer is one matrix product on a channel-major ``(C, N*H*W)``
+    view, chosen from the kernel shape by :func:`corr2d_strategy`:
+
+    * ``dot``: a 1x1 kernel is a plain ``(O, C) x (C, N*H*W)`` product;
+    * ``im2col``: few input channels (``C <= O``, e.g. conv1 with C=1):
+      stack the ``C*f*f`` shifted images, one ``(O, C*f*f)`` product;
+    * ``tapsum``: few output channels (``O < C``, e.g. conv3 with O=1):
+      ``Z = (O*f*f, C) x (C, N*H*W)`` gives every tap's contribution at
+      every pixel, then the ``f*f`` shifted planes of ``Z`` are added into
+      the output in place. This avoids CorrMM's ``C*f*f`` im2col buffer
+      (32 x 25 planes of the image for conv3), the main cost of the
+      ``corrmm`` graph.
+
+    Activations stay channel-major between layers (``(C, N, H, W)``; the
+    layer's NCHW output is a transposed *view*, and Theano merges the
+    back-to-back transposes), so for one-channel images no layout copy is
+    made anywhere. Same products and sums as a correlation, in another
+    order: equal to ``corrmm`` within float32 rounding.
+``'corrmm'``
+    Theano's ``conv2d`` (CorrMM), the reference the tests compare against.
 """
 import numpy as np
 
@@ -30,6 +54,85 @@ PRESETS = {
     "9-5-5": dict(f1=9, f2=5, f3=5, n1=64, n2=32),
 }
 PADDINGS = ("valid", "same", "replicate")
+IMPLS = ("gemm", "corrmm")
+_ELEMENTWISE = (lasagne.nonlinearities.rectify, lasagne.nonlinearities.linear,
+                lasagne.nonlinearities.identity)
+
+
+def corr2d_strategy(filter_shape):
+    """How :func:`corr2d_cnhw` computes a kernel of shape (O, C, f, f):
+    ``'dot'``, ``'im2col'`` or ``'tapsum'`` (see the module docstring)."""
+    o, c, f, f2 = filter_shape
+    if f != f2:
+        raise ValueError(f"square kernels only, got {f}x{f2}")
+    if f == 1:
+        return "dot"
+    return "im2col" if c <= o else "tapsum"
+
+
+def corr2d_cnhw(x, W, filter_shape, pad="valid", strategy=None):
+    """Correlation (no kernel flip, no bias) of a channel-major batch.
+
+    Parameters
+    ----------
+    x : theano 4-D tensor (C, N, H, W)
+        Channel-major: ``nchw.dimshuffle(1, 0, 2, 3)``.
+    W : theano 4-D tensor (O, C, f, f), odd f
+    filter_shape : tuple of ints, W's shape (needed to build the graph)
+    pad : {'valid', 'same'}
+        ``same`` zero-pads by ``f // 2`` (output H x W); ``valid`` gives
+        (H - f + 1) x (W - f + 1).
+    strategy : {'dot', 'im2col', 'tapsum'} or None
+        ``None`` picks :func:`corr2d_strategy`'s.
+
+    Returns
+    -------
+    theano 4-D tensor (O, N, H', W')
+    """
+    o, c, f, _ = (int(v) for v in filter_shape)
+    strategy = strategy or corr2d_strategy(filter_shape)
+    if pad not in ("valid", "same"):
+        raise ValueError(f"pad must be 'valid' or 'same', not {pad!r}")
+    n, h, w = x.shape[1], x.shape[2], x.shape[3]
+    r = f // 2
+    same = pad == "same"
+    ho, wo = (h, w) if same else (h - 2 * r, w - 2 * r)
+    if strategy == "dot":
+        if f != 1:
+            raise ValueError("strategy 'dot' needs a 1x1 kernel")
+        return T.dot(W.reshape((o, c)), x.reshape((c, -1))).reshape((o, n, h, w))
+    if strategy == "im2col":
+        if same:
+            xp = T.zeros((c, n, h + 2 * r, w + 2 * r), dtype=x.dtype)
+            xp = T.set_subtensor(xp[:, :, r:h + r, r:w + r], x)
+        else:
+            xp = x
+        cols = T.stack([xp[:, :, dy:dy + ho, dx:dx + wo]
+                        for dy in range(f) for dx in range(f)], axis=1)  # (C, f*f, N, H', W')
+        return T.dot(W.reshape((o, c * f * f)),
+                     cols.reshape((c * f * f, -1))).reshape((o, n, ho, wo))
+    if strategy != "tapsum":
+        raise ValueError(f"unknown strategy {strategy!r}")
+    # Z[o, t] = sum_c W[o, c, t] x[c]: tap t's contribution, before its shift.
+    z = T.dot(W.dimshuffle(0, 2, 3, 1).reshape((o * f * f, c)),
+              x.reshape((c, -1))).reshape((o, f * f, n, h, w))
+    if not same:
+        out = z[:, 0, :, 0:ho, 0:wo]
+        for t in range(1, f * f):
+            dy, dx = divmod(t, f)
+            out = T.inc_subtensor(out[:, :, 0:ho, 0:wo], z[:, t, :, dy:dy + ho, dx:dx + wo])
+        return out
+    # same: out[y, x] += Z_t[y + sy, x + sx] with sy, sx in [-r, r], where in range.
+    out = z[:, r * f + r]
+    for t in range(f * f):
+        dy, dx = divmod(t, f)
+        sy, sx = dy - r, dx - r
+        if sy == 0 and sx == 0:
+            continue
+        oy, zy = slice(max(0, -sy), h - max(0, sy)), slice(max(0, sy), h + min(0, sy))
+        ox, zx = slice(max(0, -sx), w - max(0, sx)), slice(max(0, sx), w + min(0, sx))
+        out = T.inc_subtensor(out[:, :, oy, ox], z[:, t, :, zy, zx])
+    return out
 
 
 class ReplicatePadLayer(lasagne.layers.Layer):
@@ -61,20 +164,37 @@ class CorrConv2DLayer(lasagne.layers.Conv2DLayer):
     ``f // 2``, done inside Theano's convolution as ``border_mode='half'``
     rather than Lasagne 0.1's crop of a full convolution).
     W has shape (num_filters, input_channels, f, f).
+    ``impl`` is ``'gemm'`` (:func:`corr2d_cnhw`, the default) or
+    ``'corrmm'`` (Theano's ``conv2d``); see the module docstring.
     """
 
-    def __init__(self, incoming, num_filters, filter_size, pad="valid", **kwargs):
+    def __init__(self, incoming, num_filters, filter_size, pad="valid", impl="gemm", **kwargs):
         if pad not in ("valid", "same"):
             raise ValueError(f"pad must be 'valid' or 'same', not {pad!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
         super().__init__(incoming, num_filters, filter_size, pad=pad, **kwargs)
+        self.impl = impl
 
     def get_output_for(self, input, input_shape=None, **kwargs):
-        conved = T.nnet.conv2d(input, self.W,
-                               input_shape=self.input_shape,
-                               filter_shape=self.get_W_shape(),
-                               border_mode="half" if self.pad == "same" else "valid",
-                               filter_flip=False)
-        return self.nonlinearity(conved + self.b.dimshuffle("x", 0, "x", "x"))
+        if self.impl == "corrmm":
+            conved = T.nnet.conv2d(input, self.W,
+                                   input_shape=self.input_shape,
+                                   filter_shape=self.get_W_shape(),
+                                   border_mode="half" if self.pad == "same" else "valid",
+                                   filter_flip=False)
+            if self.b is not None:
+                conved = conved + self.b.dimshuffle("x", 0, "x", "x")
+            return self.nonlinearity(conved)
+        # Channel-major inside; NCHW (a transposed view) outside.
+        # (Lasagne stores pad='valid' as (0, 0).)
+        pad = "same" if self.pad == "same" else "valid"
+        out = corr2d_cnhw(input.dimshuffle(1, 0, 2, 3), self.W, self.get_W_shape(), pad)
+        if self.b is not None:
+            out = out + self.b.dimshuffle(0, "x", "x", "x")
+        if self.nonlinearity in _ELEMENTWISE:
+            return self.nonlinearity(out).dimshuffle(1, 0, 2, 3)
+        return self.nonlinearity(out.dimshuffle(1, 0, 2, 3))
 
 
 class SRCNN:
@@ -90,6 +210,9 @@ class SRCNN:
         Image channels in and out: 1 for the Y channel (paper), 3 for RGB.
     padding : {'valid', 'same', 'replicate'}
         See the module docstring.
+    impl : {'gemm', 'corrmm'}
+        How the correlations are computed (same results; see the module
+        docstring). ``gemm`` is the fast one.
     init_std : float or None
         Standard deviation of the Gaussian weight initialisation (paper:
         0.001); ``None`` uses He initialisation (gain sqrt(2) on the ReLU
@@ -105,12 +228,15 @@ class SRCNN:
     """
 
     def __init__(self, f1=9, f2=1, f3=5, n1=64, n2=32, channels=1, padding="valid",
-                 init_std=0.001, seed=None):
+                 init_std=0.001, seed=None, impl="gemm"):
         for f in (f1, f2, f3):
             if f < 1 or f % 2 == 0:
                 raise ValueError(f"kernel sizes must be odd and positive, got {f1}-{f2}-{f3}")
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, not {padding!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
+        self.impl = impl
         self.config = dict(f1=f1, f2=f2, f3=f3, n1=n1, n2=n2, channels=channels)
         self.padding = padding
         rng = np.random.RandomState(seed)
@@ -131,7 +257,7 @@ class SRCNN:
                 net = ReplicatePadLayer(net, f // 2, name=f"pad{i}")
             net = CorrConv2DLayer(net, n, f, pad="same" if padding == "same" else "valid",
                                   W=w, b=lasagne.init.Constant(0.0), nonlinearity=nonlin,
-                                  name=f"conv{i}")
+                                  name=f"conv{i}", impl=impl)
             self.layers.append(net)
         self.output_layer = net
 
