@@ -854,10 +854,24 @@ class LibraryLinks:
 
     @property
     def cudnn_file_version(self):
-        """The version in the cuDNN library's file name: ``(9, 13, 0)``, ``(9,)`` or None."""
+        """The cuDNN library's version as its files say, e.g. ``(9, 13, 0)``, or None.
+
+        From the real file's name (``libcudnn.so.9.13.0``); for a pip wheel,
+        whose file is just ``libcudnn.so.9``, from the wheel's ``.dist-info``
+        folder (``nvidia_cudnn_cu13-9.13.0.50.dist-info``).
+        """
         if "cudnn" not in self.libraries:
             return None
-        return _version_key(os.path.basename(os.path.realpath(self.libraries["cudnn"])), "cudnn") or None
+        path = os.path.realpath(self.libraries["cudnn"])
+        version = _version_key(os.path.basename(path), "cudnn") or ()
+        site_dir = os.path.normpath(os.path.join(os.path.dirname(path), "..", "..", ".."))
+        if len(version) < 2 and os.path.basename(os.path.dirname(os.path.dirname(
+                os.path.dirname(path)))) == "nvidia":
+            for info in sorted(glob.glob(os.path.join(site_dir, "nvidia_cudnn_cu*-*.dist-info"))):
+                m = re.search(r"-(\d+(?:\.\d+)+)\.dist-info$", info)
+                if m and (not version or int(m.group(1).split(".")[0]) == version[0]):
+                    return tuple(int(x) for x in m.group(1).split(".")[:3])
+        return version or None
 
     @property
     def cudnn_usable(self):

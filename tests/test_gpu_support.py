@@ -339,6 +339,24 @@ def test_mismatched_cudnn_headers_switch_cudnn_off(tmp_path):
     assert "dnn__enabled=False" in gpu.flags_for("cuda", links)
 
 
+def test_cudnn_wheel_version_comes_from_its_dist_info(tmp_path):
+    # NVIDIA's wheels ship libcudnn.so.9 only; the full version is in the .dist-info name.
+    sp = tmp_path / "site-packages"
+    _touch(sp / "nvidia" / "cudnn" / "lib" / "libcudnn.so.9")
+    (sp / "nvidia_cudnn_cu13-9.13.0.50.dist-info").mkdir()
+    inc = sp / "nvidia" / "cudnn" / "include"
+    inc.mkdir(parents=True)
+    links = gpu.make_library_links(str(tmp_path / "links"), [str(sp / "nvidia" / "cudnn" / "lib")],
+                                   names=("cudnn",))
+    links.cuda_include, links.cudnn_include = str(tmp_path), str(inc)
+    assert links.cudnn_file_version == (9, 13, 0)
+    for header, usable in ((91300, True), (92700, False)):
+        (inc / "cudnn.h").write_text(f"#define CUDNN_MAJOR 9\n#define CUDNN_MINOR {header // 100 % 100}"
+                                     "\n#define CUDNN_PATCHLEVEL 0\n")
+        links.cudnn_version = gpu.cudnn_header_version(str(inc))
+        assert links.cudnn_usable is usable
+
+
 def test_theano_parses_the_recommended_flags_through_the_backend(tmp_path):
     links = _links(tmp_path)
     flags = gpu.flags_for("cuda", links, preallocate=0.25)
