@@ -21,6 +21,8 @@ Optimizers
            on W1, W2, W3 and 0.1 on every bias).
 ``'adam'`` Lasagne's Adam (same multipliers not applied).
 """
+from collections import OrderedDict
+
 import numpy as np
 
 from .backend import T, lasagne, theano
@@ -90,7 +92,7 @@ class Trainer:
 
     def _sgd(self, model, loss_expr, params, momentum, multipliers):
         grads = theano.grad(loss_expr, params)
-        updates = {}
+        updates = OrderedDict()  # what theano.function expects (a dict makes it warn)
         for p, g in zip(params, grads):
             mult = np.float32(multipliers.get(_param_key(model, p), 1.0))
             v = theano.shared(np.zeros(p.get_value(borrow=True).shape, dtype="float32"),
