@@ -33,7 +33,7 @@ from srcnn_theano.errors import SRCNNError  # noqa: E402
 
 RECIPE = ("preset", "arch", "padding", "init", "init_std", "optimizer", "lr", "momentum",
           "lr_multipliers", "loss", "schedule", "batch_size", "seed", "scale", "val", "out",
-          "input_size", "stride", "force")
+          "input_size", "stride", "force", "init_weights")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,6 +81,8 @@ def build_parser():
     rec.add_argument("--epochs", type=int, help="total epochs (with --resume: extend the run)")
     rec.add_argument("--batch-size", type=int)
     rec.add_argument("--seed", type=int, help="initialisation and minibatch order (default 0)")
+    rec.add_argument("--init-weights", metavar="W.npz",
+                     help="start from these weights (fine-tuning, e.g. x2 from the x3 model)")
     run = p.add_argument_group("run")
     run.add_argument("--force", action="store_true", help="start over in a run folder holding a run")
     run.add_argument("--memory-mb", type=int, default=1024,
@@ -149,7 +151,8 @@ def _run_train(args, command, say):
         h5 = training.prepare_h5(args.images, out, config, input_size=args.input_size or 33,
                                  stride=args.stride or 14, force=args.force, progress=not args.quiet)
     return training.train(config, h5, val, out, force=args.force, command=command,
-                          progress=not args.quiet, memory_budget=args.memory_mb << 20)
+                          progress=not args.quiet, memory_budget=args.memory_mb << 20,
+                          init_weights=args.init_weights)
 
 
 def _run_demo(args, command, say):

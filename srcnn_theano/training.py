@@ -511,7 +511,7 @@ class _SigintDeferred(contextlib.AbstractContextManager):
 
 
 def train(config, train_h5, val_dir, out_dir, *, force=False, command=None, progress=True,
-          memory_budget=DEFAULT_MEMORY_BUDGET, callback=None, _resume_from=None):
+          memory_budget=DEFAULT_MEMORY_BUDGET, callback=None, init_weights=None, _resume_from=None):
     """Train from an HDF5 patch file, validating on whole images after each epoch.
 
     Parameters
@@ -534,6 +534,9 @@ def train(config, train_h5, val_dir, out_dir, *, force=False, command=None, prog
         Bytes of patches held in memory (:func:`~srcnn_theano.patches.iterate_minibatches`).
     callback : callable or None
         ``callback(epoch, step, loss)`` after every step (1-based epoch, global step).
+    init_weights : str or None
+        Start from these weights (a ``.npz`` of the same architecture, e.g.
+        the x3 model to fine-tune for x2) instead of the config's init.
 
     Returns
     -------
@@ -558,8 +561,11 @@ def train(config, train_h5, val_dir, out_dir, *, force=False, command=None, prog
                          rng_state=np.random.default_rng(config.seed).bit_generator.state,
                          loss_sum=0.0, loss_count=0, best_epoch=0, best_psnr=None, log=[],
                          train_h5=os.path.abspath(train_h5), val_dir=os.path.abspath(val_dir),
-                         data=_data_provenance(patches), commands=[command or "training.train()"])
+                         data=_data_provenance(patches), commands=[command or "training.train()"],
+                         init_weights=_init_provenance(init_weights))
             weights, opt = model.get_weights(), None
+            if init_weights is not None:
+                weights = _load_init_weights(init_weights, config)
         else:
             state, weights, opt = _resume_from
             state["commands"].append(command or "training.resume()")
@@ -576,6 +582,22 @@ def train(config, train_h5, val_dir, out_dir, *, force=False, command=None, prog
     return TrainResult(out_dir, log, state["best_epoch"], state["best_psnr"],
                        log[0]["bicubic_psnr"] if log else float("nan"),
                        _weights_of(trainer.model, config))
+
+
+def _load_init_weights(path, config):
+    """Arrays of a weights file to start from; its architecture must be the config's."""
+    from .weights import load
+
+    w = load(path)
+    if w.name != config.arch or w.architecture["channels"] != 1:
+        raise SRCNNError(f"--init-weights {path} is a {w.name} model; this run trains {config.arch}")
+    return w.arrays
+
+
+def _init_provenance(path):
+    if path is None:
+        return None
+    return {"file": os.path.abspath(path), "sha256": _sha256_file(path)}
 
 
 class _Loop:
@@ -660,7 +682,8 @@ class _Loop:
             weights.provenance = dict(
                 command=st["commands"][-1], commands=st["commands"], epoch=epoch,
                 val_psnr=row["srcnn_psnr"], val_bicubic_psnr=row["bicubic_psnr"],
-                val_dir=st["val_dir"], data=st["data"], config=st["config"], software="srcnn_theano")
+                val_dir=st["val_dir"], data=st["data"], config=st["config"], software="srcnn_theano",
+                init_weights=st.get("init_weights"))
             from .weights import save
 
             save(os.path.join(self.out_dir, "best.npz"), weights)

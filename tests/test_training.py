@@ -234,3 +234,24 @@ def test_demo_beats_bicubic_on_held_out_photographs(tmp_path):
     assert report["mean"]["srcnn_psnr"] > report["mean"]["bicubic_psnr"] + 0.2
     assert os.path.getsize(tmp_path / "example.png") > 10_000
     assert load(str(tmp_path / "best.npz")).provenance["epoch"] == result.best_epoch
+
+
+def test_init_weights_start_from_a_given_model(tmp_path):
+    """Fine-tuning: epoch 0 of a run with init_weights is exactly the given model."""
+    import numpy as np
+
+    from srcnn_theano import training
+    from srcnn_theano.weights import Weights, save
+
+    arch = dict(f1=9, f2=1, f3=5, n1=64, n2=32, channels=1)
+    rng = np.random.RandomState(5)
+    shapes = {"conv1.W": (64, 1, 9, 9), "conv1.b": (64,), "conv2.W": (32, 64, 1, 1),
+              "conv2.b": (32,), "conv3.W": (1, 32, 5, 5), "conv3.b": (1,)}
+    arrays = {k: rng.normal(0, 0.01, s).astype("float32") for k, s in shapes.items()}
+    path = str(tmp_path / "start.npz")
+    save(path, Weights(arrays, arch, 3))
+    config = training.TrainConfig.from_preset("fast", scale=3)
+    assert np.array_equal(training._load_init_weights(path, config)["conv1.W"], arrays["conv1.W"])
+    other = training.TrainConfig.from_preset("fast", scale=3, arch="9-5-5")
+    with pytest.raises(training.SRCNNError, match="9-1-5 model"):
+        training._load_init_weights(path, other)
