@@ -14,10 +14,20 @@ after ours and Theano keeps the last value given for a flag):
     SRCNN works in 32-bit floats, as the authors' Caffe code did.
 ``blas__ldflags``
     Theano-PyMC 1.1.2 crashes at import while probing
-    ``numpy.distutils`` for BLAS unless this flag is set. We use
-    ``-lopenblas`` when a test program links against it (Debian's
-    ``libopenblas-dev``), and the empty string otherwise, which makes
-    Theano call numpy's own BLAS through its C API.
+    ``numpy.distutils`` for BLAS unless this flag is set. In order of
+    preference (the first that a test program links *and* runs with):
+
+    1. the OpenBLAS that scipy's wheel bundles (``scipy.libs/libopenblas*.so``,
+       32-bit integers and plain ``sgemm_`` symbols, as Theano's BLAS
+       headers expect), linked by file name with an rpath: a fast, threaded
+       sgemm from a pinned pip requirement, no system package needed;
+    2. ``-lopenblas`` (Debian's ``libopenblas-dev``);
+    3. the empty string, which makes Theano call numpy's BLAS through its C
+       API (``PyArray_MatrixProduct2`` and an extra pass over the result:
+       correct, slower).
+
+    numpy's own wheel bundles OpenBLAS too, but with 64-bit integers and
+    ``sgemm_64_`` symbols, which Theano's headers cannot call.
 
 Shims, for PyPI's Lasagne 0.1 (2015) on Theano-PyMC 1.1.2:
 
@@ -40,31 +50,107 @@ import sys
 import tempfile
 import types
 
-__all__ = ["theano", "T", "lasagne", "blas_ldflags", "theano_flags"]
+__all__ = ["theano", "T", "lasagne", "blas_ldflags", "blas_info", "bundled_openblas",
+           "theano_flags"]
 
 
-def _openblas_links():
-    """Return True when ``cc ... -lopenblas`` links a program calling sgemm_."""
+def _links_with(flags, run=False):
+    """True when ``cc t.c FLAGS`` links a program using sgemm_ (and, if ``run``, it runs)."""
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if cc is None or ctypes.util.find_library("openblas") is None:
+    if cc is None:
         return False
-    src = "extern void sgemm_(void); int main(void){ sgemm_(); return 0; }\n"
+    # Referenced, not called: running it checks that the loader finds the library.
+    src = "extern void sgemm_(void);\nint main(void){ return sgemm_ == 0; }\n"
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "t.c")
+        path, exe = os.path.join(tmp, "t.c"), os.path.join(tmp, "t")
         with open(path, "w") as f:
             f.write(src)
         try:
-            res = subprocess.run([cc, path, "-o", os.path.join(tmp, "t"), "-lopenblas"],
+            res = subprocess.run([cc, path, "-o", exe] + list(flags),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                  timeout=60)
+            if res.returncode == 0 and run:
+                res = subprocess.run([exe], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, timeout=60)
         except (OSError, subprocess.SubprocessError):
             return False
         return res.returncode == 0
 
 
+def _openblas_links():
+    """Return True when ``cc ... -lopenblas`` links a program calling sgemm_."""
+    if ctypes.util.find_library("openblas") is None:
+        return False
+    return _links_with(["-lopenblas"])
+
+
+def bundled_openblas():
+    """Path of the OpenBLAS shared library inside scipy's wheel, or None.
+
+    Found without importing scipy. It exports the LP64 ``sgemm_`` Theano's
+    headers declare (numpy's bundled one is ILP64, ``sgemm_64_``).
+    """
+    import glob
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("scipy")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    site_dir = os.path.dirname(os.path.abspath(list(spec.submodule_search_locations)[0]))
+    found = sorted(glob.glob(os.path.join(site_dir, "scipy.libs", "libopenblas*.so*")))
+    return found[0] if found else None
+
+
+def bundled_openblas_ldflags(path):
+    """``blas__ldflags`` linking the library at ``path`` by file name, with an rpath.
+
+    ``-Xlinker --disable-new-dtags`` makes the rpath an ``RPATH`` (not a
+    ``RUNPATH``), which the loader also uses for the library's own bundled
+    dependencies (scipy's ``libgfortran-*.so``). Theano splits this string
+    on blanks and ``THEANO_FLAGS`` on commas, so neither may appear in the path.
+    """
+    d, name = os.path.split(path)
+    if any(ch in path for ch in " ,'\""):
+        raise ValueError(f"cannot pass this path to Theano: {path!r}")
+    return f"-L{d} -l:{name} -Xlinker --disable-new-dtags"
+
+
 def blas_ldflags():
-    """The ``blas__ldflags`` value we give Theano: ``-lopenblas`` or ``''``."""
+    """The ``blas__ldflags`` value we give Theano (see the module docstring)."""
+    path = bundled_openblas()
+    if path is not None:
+        try:
+            flags = bundled_openblas_ldflags(path)
+        except ValueError:
+            flags = None
+        d = os.path.dirname(path)
+        if flags and _links_with(flags.split() + [f"-Wl,-rpath,{d}"], run=True):
+            return flags
     return "-lopenblas" if _openblas_links() else ""
+
+
+def blas_info(ldflags=None):
+    """What BLAS Theano's ops call, as a short dict (for benchmarks and bug reports).
+
+    ``library``: ``'scipy-bundled-openblas'``, ``'system-openblas'``,
+    ``'numpy-c-api'`` or ``'custom'``; ``ldflags``; ``path`` when known.
+    """
+    if ldflags is None:
+        ldflags = theano.config.blas__ldflags
+    info = {"ldflags": ldflags}
+    bundled = bundled_openblas()
+    if not ldflags.strip():
+        info["library"] = "numpy-c-api"
+    elif bundled and bundled_openblas_ldflags(bundled) == ldflags:
+        info.update(library="scipy-bundled-openblas", path=bundled)
+    elif ldflags.strip() == "-lopenblas":
+        info.update(library="system-openblas", path=ctypes.util.find_library("openblas"))
+    else:
+        info["library"] = "custom"
+    return info
 
 
 def theano_flags(user_flags=None):
@@ -139,6 +225,8 @@ if "theano" in sys.modules and not getattr(sys.modules["theano"], "_srcnn_config
     warnings.warn("theano was imported before srcnn_theano.backend; its flags were not set "
                   "by srcnn_theano (floatX/blas__ldflags)", RuntimeWarning, stacklevel=2)
 else:
+    #: The THEANO_FLAGS the process started with (ours are prepended to them).
+    user_theano_flags = os.environ.get("THEANO_FLAGS", "")
     os.environ["THEANO_FLAGS"] = theano_flags()
 
 # Theano warns at every import that it uses numpy's BLAS; that choice is ours and documented.
