@@ -18,11 +18,12 @@ _COMPILED = {}
 DEFAULT_TILE = 256
 
 
-def compiled_model(architecture, padding="replicate"):
-    """A cached ``(model, predict)`` pair for an architecture dict and padding."""
-    key = (tuple(sorted(architecture.items())), padding)
+def compiled_model(architecture, padding="replicate", impl="gemm"):
+    """A cached ``(model, predict)`` pair for an architecture dict, padding and
+    convolution ``impl`` (see :mod:`srcnn_theano.model`)."""
+    key = (tuple(sorted(architecture.items())), padding, impl)
     if key not in _COMPILED:
-        model = SRCNN(**architecture, padding=padding)
+        model = SRCNN(**architecture, padding=padding, impl=impl)
         _COMPILED[key] = (model, compile_predict(model))
     return _COMPILED[key]
 
@@ -37,15 +38,17 @@ class Predictor:
         ``replicate`` is the authors' test-time behaviour.
     tile : int or None
         Tile side (pixels of output kept per tile); ``None`` disables tiling.
+    impl : {'gemm', 'corrmm'}
+        How the convolutions are computed; same results, ``gemm`` is faster.
     """
 
-    def __init__(self, weights, padding="replicate", tile=DEFAULT_TILE):
+    def __init__(self, weights, padding="replicate", tile=DEFAULT_TILE, impl="gemm"):
         if padding == "valid":
             raise ValueError("whole-image prediction needs 'replicate' or 'same' padding")
         self.weights = weights
         self.padding = padding
         self.tile = tile
-        self.model, self._fn = compiled_model(weights.architecture, padding)
+        self.model, self._fn = compiled_model(weights.architecture, padding, impl)
 
     def __call__(self, image):
         """Run the network.
