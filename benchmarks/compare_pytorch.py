@@ -1,0 +1,247 @@
+#!/usr/bin/env python
+"""Theano SRCNN against PyTorch on the CPU: same shapes, same machine, same run.
+
+Measures what ``python -m srcnn_theano bench`` measures (one 9-1-5 ``same``
+prediction on a SIZE x SIZE image; one SGD-momentum training step on 64
+patches of 33x33) in PyTorch and in Theano, *interleaved*: each framework
+runs in its own process, a timing server that has built and warmed up both
+functions, and this script asks them in turn for one timed run at a time
+(alternating which goes first), so a busy machine slows both alike. It
+prints the medians and the Theano / PyTorch ratio (below 1: Theano is faster).
+
+PyTorch is not a dependency of the project; install it anywhere, e.g.::
+
+    python3.11 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch numpy
+    .venv/bin/python benchmarks/compare_pytorch.py --torch-python /tmp/torchvenv/bin/python
+
+Without ``--torch-python`` the current interpreter is used for PyTorch when
+it can import torch; otherwise only Theano is timed and no ratio is given.
+
+Extra Theano configurations can be timed in the same run, e.g. the naive
+CorrMM graph or other flags: ``--theano corrmm:`` or
+``--theano 'gemm:openmp=True'`` (``IMPL:THEANO_FLAGS``, repeatable).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+# ------------------------------------------------------------------ PyTorch side
+
+def torch_worker(args):
+    """The PyTorch timing server (runs under the PyTorch interpreter)."""
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    f1, f2, f3, n1, n2 = 9, 1, 5, 64, 32
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, n1, f1, padding=f1 // 2), torch.nn.ReLU(),
+        torch.nn.Conv2d(n1, n2, f2, padding=f2 // 2), torch.nn.ReLU(),
+        torch.nn.Conv2d(n2, 1, f3, padding=f3 // 2))
+    image = torch.from_numpy(np.random.RandomState(0).rand(1, 1, args.size, args.size)
+                             .astype(np.float32))
+    rng = np.random.RandomState(1)
+    x = rng.rand(args.batch, 1, args.patch, args.patch).astype(np.float32)
+    y = np.clip(x + 0.05 * rng.randn(*x.shape), 0, 1).astype(np.float32)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
+
+    def predict():
+        with torch.inference_mode():
+            return net(image).numpy()
+
+    def train():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.mean((net(x) - y) ** 2)
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    fns = {"predict": predict, "train": train}
+    for fn in fns.values():
+        for _ in range(args.warmup):
+            fn()
+    facts = {"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
+             "mkldnn": bool(torch.backends.mkldnn.is_available()),
+             "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+    sys.stdout.write(json.dumps(facts) + "\n")
+    sys.stdout.flush()
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "quit" or not cmd:
+            break
+        t0 = time.perf_counter()
+        fns[cmd]()
+        sys.stdout.write(json.dumps({"t": time.perf_counter() - t0}) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+# ------------------------------------------------------------------ coordinator
+
+class Worker:
+    def __init__(self, label, cmd, env=None):
+        self.label, self.cmd = label, cmd
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env, cwd=REPO, bufsize=1)
+        self.facts = None
+        self.times = {}
+
+    def wait_ready(self):
+        for line in self.proc.stdout:
+            line = line.strip()
+            if line.startswith("{"):
+                msg = json.loads(line)
+                if msg.get("ready"):
+                    self.facts = msg
+                    return msg
+        raise RuntimeError(f"{self.label}: worker exited before it was ready "
+                           f"(status {self.proc.wait()}): {' '.join(self.cmd)}")
+
+    def run(self, what):
+        self.proc.stdin.write(what + "\n")
+        self.proc.stdin.flush()
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.label}: worker died")
+            if line.startswith("{"):
+                t = json.loads(line)["t"]
+                self.times.setdefault(what, []).append(t)
+                return t
+
+    def close(self):
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.wait(timeout=60)
+
+
+def _torch_python(requested):
+    if requested:
+        return requested
+    try:
+        import torch  # noqa: F401
+        return sys.executable
+    except ImportError:
+        return None
+
+
+def theano_worker_cmd(python, args, impl):
+    return [python, "-m", "srcnn_theano.bench", "--worker", "--size", str(args.size),
+            "--batch", str(args.batch), "--patch", str(args.patch), "--warmup", str(args.warmup),
+            "--impl", impl] + (["--tile", str(args.tile)] if args.tile else [])
+
+
+def compare(args):
+    workers = []
+    theano_python = args.theano_python or sys.executable
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    configs = [("gemm", "")] + [tuple((c + ":").split(":", 1)) for c in args.theano]
+    for impl, flags in configs:
+        flags = flags.rstrip(":")
+        wenv = dict(env)
+        if flags:
+            wenv["THEANO_FLAGS"] = ",".join(x for x in (env.get("THEANO_FLAGS"), flags) if x)
+        label = f"theano-{impl}" + (f"[{flags}]" if flags else "")
+        workers.append(Worker(label, theano_worker_cmd(theano_python, args, impl), wenv))
+    tp = _torch_python(args.torch_python)
+    if tp:
+        tenv = dict(os.environ)
+        workers.append(Worker("pytorch", [tp, os.path.abspath(__file__), "--torch-worker",
+                                          "--size", str(args.size), "--batch", str(args.batch),
+                                          "--patch", str(args.patch),
+                                          "--warmup", str(args.warmup)], tenv))
+    else:
+        print("PyTorch not found (use --torch-python): timing Theano only", file=sys.stderr)
+    try:
+        for w in workers:  # one at a time, so that compiling does not disturb the others
+            w.wait_ready()
+        for r in range(args.repeats):
+            order = workers if r % 2 == 0 else workers[::-1]
+            for what in ("predict", "train"):
+                for w in order:
+                    time.sleep(args.gap)  # let the other process's spinning threads sleep
+                    w.run(what)
+    finally:
+        for w in workers:
+            w.close()
+    return workers
+
+
+def summarize(workers, args):
+    rows = []
+    torch_w = next((w for w in workers if w.label == "pytorch"), None)
+    for what in ("predict", "train"):
+        ref = statistics.median(torch_w.times[what]) if torch_w else None
+        for w in workers:
+            ts = w.times[what]
+            med = statistics.median(ts)
+            row = {"what": what, "impl": w.label, "median_s": med, "min_s": min(ts),
+                   "runs": len(ts), "ratio_vs_pytorch": (med / ref) if ref else None}
+            rows.append(row)
+    return rows
+
+
+def format_table(rows, workers, args):
+    out = [f"predict: 1x1x{args.size}x{args.size}, 9-1-5 same; "
+           f"train: {args.batch}x1x{args.patch}x{args.patch} SGD momentum; "
+           f"{args.repeats} interleaved runs each, medians", "",
+           "| what | implementation | median ms | min ms | ratio vs PyTorch |",
+           "|---|---|---:|---:|---:|"]
+    for r in rows:
+        ratio = f"{r['ratio_vs_pytorch']:.2f}" if r["ratio_vs_pytorch"] is not None else "-"
+        out.append(f"| {r['what']} | {r['impl']} | {r['median_s'] * 1e3:.1f} | "
+                   f"{r['min_s'] * 1e3:.1f} | {ratio} |")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--patch", type=int, default=33)
+    p.add_argument("--repeats", type=int, default=15, help="timed runs per framework and task")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--gap", type=float, default=0.2,
+                   help="seconds of pause before each timed run (idle thread pools go to sleep)")
+    p.add_argument("--tile", help="Theano Predictor tile side (default: the library's)")
+    p.add_argument("--torch-python", help="interpreter that has torch (default: this one, if)")
+    p.add_argument("--theano-python", help="interpreter for Theano (default: this one)")
+    p.add_argument("--theano", action="append", default=[], metavar="IMPL:FLAGS",
+                   help="another Theano configuration to time alongside (repeatable)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.torch_worker:
+        return torch_worker(args)
+    workers = compare(args)
+    rows = summarize(workers, args)
+    print(format_table(rows, workers, args))
+    facts = {w.label: {k: v for k, v in w.facts.items() if k != "ready"} for w in workers}
+    if args.json:
+        print(json.dumps({"rows": rows, "workers": facts, "size": args.size,
+                          "batch": args.batch, "patch": args.patch, "repeats": args.repeats,
+                          "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}))
+    else:
+        t = facts.get("theano-gemm", {})
+        print(f"\nTheano: BLAS {t.get('blas', {}).get('library')} "
+              f"({t.get('blas', {}).get('openblas_core')}), tile {t.get('tile')}; "
+              f"PyTorch: {facts.get('pytorch', {}).get('torch')} "
+              f"({facts.get('pytorch', {}).get('threads')} threads)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The fast paths compute what the reference computes.
+
+* :func:`srcnn_theano.model.corr2d_cnhw` (every strategy, both paddings)
+  against scipy's float64 correlation;
+* the ``gemm`` SRCNN graph against the ``corrmm`` one (Theano's CorrMM):
+  forward for every padding, gradients and SGD updates, tiled prediction;
+* the BLAS choice of :mod:`srcnn_theano.backend` (scipy's bundled OpenBLAS,
+  or numpy's C API fallback) and Theano's OpenMP give the same numbers;
+* ``python -m srcnn_theano.bench`` prints its JSON as the last line.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+from srcnn_theano import backend
+from srcnn_theano.backend import T, theano
+from srcnn_theano.functions import Trainer, compile_predict
+from srcnn_theano.inference import Predictor
+from srcnn_theano.model import PRESETS, SRCNN, corr2d_cnhw, corr2d_strategy
+from srcnn_theano.weights import Weights
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def scipy_corr(x, w, pad):
+    """x (N, C, H, W), w (O, C, f, f) -> (N, O, H', W') float64 correlation."""
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    r = w.shape[2] // 2
+    out = []
+    for n in range(x.shape[0]):
+        planes = []
+        for o in range(w.shape[0]):
+            acc = sum(ndi.correlate(x[n, c], w[o, c], mode="constant") for c in range(x.shape[1]))
+            if pad == "valid":
+                acc = acc[r:acc.shape[0] - r, r:acc.shape[1] - r]
+            planes.append(acc)
+        out.append(np.stack(planes))
+    return np.stack(out)
+
+
+def test_strategy_choice():
+    assert corr2d_strategy((32, 64, 1, 1)) == "dot"        # conv2 of 9-1-5
+    assert corr2d_strategy((64, 1, 9, 9)) == "im2col"      # conv1: one input channel
+    assert corr2d_strategy((1, 32, 5, 5)) == "tapsum"      # conv3: one output channel
+    assert corr2d_strategy((3, 32, 5, 5)) == "tapsum"
+    with pytest.raises(ValueError):
+        corr2d_strategy((1, 1, 3, 5))
+
+
+@pytest.mark.parametrize("strategy,shape", [
+    ("dot", (4, 3, 1, 1)),
+    ("im2col", (4, 1, 3, 3)),
+    ("im2col", (3, 2, 5, 5)),
+    ("tapsum", (1, 5, 5, 5)),
+    ("tapsum", (2, 3, 3, 3)),
+    ("tapsum", (2, 3, 1, 1)),
+    ("im2col", (2, 3, 1, 1)),
+])
+@pytest.mark.parametrize("pad", ["same", "valid"])
+def test_corr2d_cnhw_equals_scipy(strategy, shape, pad):
+    rng = np.random.RandomState(hash((strategy, shape, pad)) % 2 ** 31)
+    o, c, f, _ = shape
+    x = rng.rand(2, c, 11, 8).astype("float32")
+    w = rng.randn(*shape).astype("float32")
+    xv, wv = T.tensor4(), T.tensor4()
+    y = corr2d_cnhw(xv.dimshuffle(1, 0, 2, 3), wv, shape, pad, strategy).dimshuffle(1, 0, 2, 3)
+    got = theano.function([xv, wv], y)(x, w)
+    ref = scipy_corr(x, w, pad)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def random_arrays(arch, seed=0, scale=0.3):
+    rng = np.random.RandomState(seed)
+    f1, f2, f3, n1, n2, c = (arch[k] for k in ("f1", "f2", "f3", "n1", "n2", "channels"))
+    shapes = {"conv1.W": (n1, c, f1, f1), "conv1.b": (n1,), "conv2.W": (n2, n1, f2, f2),
+              "conv2.b": (n2,), "conv3.W": (c, n2, f3, f3), "conv3.b": (c,)}
+    return {k: (rng.normal(0, scale, s) / (np.sqrt(np.prod(s[1:])) if len(s) > 1 else 1))
+            .astype("float32") for k, s in shapes.items()}
+
+
+def both_models(arch, padding, arrays):
+    fast = SRCNN(**arch, padding=padding)
+    ref = SRCNN(**arch, padding=padding, impl="corrmm")
+    assert fast.impl == "gemm" and all(layer.impl == "gemm" for layer in fast.layers)
+    fast.set_weights(arrays)
+    ref.set_weights(arrays)
+    return fast, ref
+
+
+@pytest.mark.parametrize("padding", ["same", "valid", "replicate"])
+@pytest.mark.parametrize("arch", [dict(PRESETS["9-1-5"], channels=1),
+                                  dict(PRESETS["9-3-5"], n1=8, n2=6, channels=3)],
+                         ids=["9-1-5", "9-3-5-rgb"])
+def test_gemm_graph_equals_corrmm_forward(arch, padding):
+    arrays = random_arrays(arch, seed=1)
+    fast, ref = both_models(arch, padding, arrays)
+    x = np.random.RandomState(2).rand(2, arch["channels"], 29, 24).astype("float32")
+    a, b = compile_predict(fast)(x), compile_predict(ref)(x)
+    side = (29 - 2 * fast.border, 24 - 2 * fast.border) if padding == "valid" else (29, 24)
+    assert a.shape == b.shape == (2, arch["channels"]) + side
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6)
+    assert np.abs(b).max() > 0.01  # not comparing zeros
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_gemm_graph_equals_corrmm_training(padding):
+    arch = dict(PRESETS["9-1-5"], n1=16, n2=8, channels=1)
+    arrays = random_arrays(arch, seed=3, scale=1.0)
+    fast, ref = both_models(arch, padding, arrays)
+    rng = np.random.RandomState(4)
+    x = rng.rand(5, 1, 21, 21).astype("float32")
+    y = rng.rand(5, 1, 21 - 2 * fast.border * (padding == "valid"),
+                 21 - 2 * fast.border * (padding == "valid")).astype("float32")
+    losses = {}
+    for name, model in (("fast", fast), ("ref", ref)):
+        tr = Trainer(model, optimizer="sgd", learning_rate=0.002, momentum=0.9)
+        losses[name] = [float(tr.train(x, y)) for _ in range(3)] + [float(tr.val(x, y))]
+    np.testing.assert_allclose(losses["fast"], losses["ref"], rtol=1e-5)
+    assert losses["fast"][-1] < losses["fast"][0]  # the updates did something
+    wf, wr = fast.get_weights(), ref.get_weights()
+    for k in wr:
+        assert not np.array_equal(wr[k], arrays[k]), k  # every parameter moved
+        np.testing.assert_allclose(wf[k], wr[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_gradients_equal_for_every_parameter():
+    arch = dict(PRESETS["9-5-5"], n1=6, n2=5, channels=2)
+    arrays = random_arrays(arch, seed=5)
+    fast, ref = both_models(arch, "same", arrays)
+    x = np.random.RandomState(6).rand(3, 2, 13, 15).astype("float32")
+    grads = []
+    for model in (fast, ref):
+        loss = T.sum(T.sqr(model.get_output()))
+        grads.append(theano.function([model.input_var], theano.grad(loss, model.params))(x))
+    for gf, gr in zip(*grads):
+        np.testing.assert_allclose(gf, gr, rtol=1e-4, atol=1e-5)
+
+
+def test_tiled_gemm_prediction_equals_whole_corrmm():
+    arch = dict(PRESETS["9-1-5"], channels=1)
+    arrays = random_arrays(arch, seed=7)
+    w = Weights(arrays, arch)
+    x = np.random.RandomState(8).rand(75, 61).astype("float32")
+    _, ref = both_models(arch, "replicate", arrays)
+    want = compile_predict(ref)(x[None, None])[0, 0]
+    for tile in (None, 16, 40):
+        np.testing.assert_allclose(Predictor(w, tile=tile)(x), want, rtol=1e-5, atol=2e-6)
+
+
+def test_backend_links_the_bundled_openblas_when_there_is_one():
+    path = backend.bundled_openblas()
+    if path is None:
+        pytest.skip("scipy's wheel bundles no OpenBLAS here")
+    assert os.path.basename(path).startswith("libopenblas")
+    if "ldflags" in getattr(backend, "user_theano_flags", ""):
+        pytest.skip("THEANO_FLAGS chooses the BLAS")
+    assert theano.config.blas__ldflags == backend.bundled_openblas_ldflags(path)
+    assert backend.blas_info()["library"] == "scipy-bundled-openblas"
+    a = np.random.RandomState(0).rand(70, 90).astype("float32")
+    b = np.random.RandomState(1).rand(90, 50).astype("float32")
+    x, y = T.fmatrix(), T.fmatrix()
+    f = theano.function([x, y], T.dot(x, y))
+    assert any(type(n.op).__name__ in ("Dot22", "Gemm") for n in f.maker.fgraph.toposort())
+    np.testing.assert_allclose(f(a, b), a.astype(np.float64) @ b, rtol=1e-5)
+
+
+_SUBPROCESS_CHECK = """
+import numpy as np, json
+from srcnn_theano.backend import theano, blas_info
+from srcnn_theano.functions import compile_predict
+from srcnn_theano.model import SRCNN
+out = {}
+x = np.random.RandomState(0).rand(1, 1, 300, 280).astype('float32')
+for impl in ('gemm', 'corrmm'):
+    m = SRCNN.from_preset('9-1-5', padding='same', init_std=None, seed=0, impl=impl)
+    out[impl] = compile_predict(m)(x)
+print(json.dumps({'diff': float(np.abs(out['gemm'] - out['corrmm']).max()),
+                  'scale': float(np.abs(out['corrmm']).max()),
+                  'openmp': bool(theano.config.openmp), 'blas': blas_info()['library']}))
+"""
+
+
+@pytest.mark.parametrize("flags,blas,openmp", [
+    ("blas__ldflags=", "numpy-c-api", False),                    # the no-BLAS fallback
+    ("openmp=True,openmp_elemwise_minsize=1000", None, True),    # OpenMP (pragma fix) on
+])
+def test_fallback_blas_and_openmp_give_the_same_numbers(flags, blas, openmp):
+    env = dict(os.environ, THEANO_FLAGS=flags, PYTHONPATH=REPO)
+    res = subprocess.run([sys.executable, "-c", _SUBPROCESS_CHECK], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["openmp"] is openmp
+    if blas:
+        assert got["blas"] == blas
+    assert got["scale"] > 0.01
+    assert got["diff"] < 1e-5 * max(1.0, got["scale"])
+
+
+def test_bench_json_is_the_last_line():
+    env = dict(os.environ, PYTHONPATH=REPO)
+    res = subprocess.run([sys.executable, "-m", "srcnn_theano.bench", "--size", "40",
+                          "--batch", "4", "--patch", "17", "--repeats", "2", "--warmup", "1",
+                          "--json"], env=env, cwd=REPO, capture_output=True, text=True,
+                         timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for key in ("predict_s", "train_step_s", "predict_gflops", "train_gflops", "blas", "cpu"):
+        assert key in out, key
+    assert out["predict_s"] > 0 and out["train_step_s"] > 0
+    assert out["size"] == 40 and out["batch"] == 4 and out["patch"] == 17
+    assert out["predict_gflop"] == pytest.approx(2 * 40 * 40 * (64 * 81 + 32 * 64 + 32 * 25) / 1e9)
