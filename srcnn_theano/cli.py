@@ -79,6 +79,12 @@ def _cmd_figure(args):
           f"SRCNN {report['srcnn_psnr']:.2f} dB", file=sys.stderr)
 
 
+def _cmd_bench(args):
+    from .bench import run_from_args
+
+    run_from_args(args)
+
+
 def _add_weights_options(p):
     p.add_argument("--weights", help="project weights (.npz) or an authors' model (.mat); "
                                      "default: the shipped model for --scale")
@@ -118,6 +124,12 @@ def build_parser():
     fg.add_argument("-o", "--output", required=True, help="output PNG")
     fg.add_argument("--crop", type=int, nargs=4, metavar=("TOP", "LEFT", "H", "W"))
     fg.set_defaults(func=_cmd_figure)
+
+    from .bench import add_arguments as _bench_arguments
+    bn = sub.add_parser("bench", help="speed: predict on one SIZE x SIZE image and one training "
+                                      "step (medians; --json prints one JSON line last)")
+    _bench_arguments(bn)
+    bn.set_defaults(func=_cmd_bench)
     return parser
 
 
