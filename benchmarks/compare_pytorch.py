@@ -63,7 +63,7 @@ def torch_worker(args):
         loss = torch.mean((net(x) - y) ** 2)
         loss.backward()
         opt.step()
-        return float(loss)
+        return loss.item()
 
     fns = {"predict": predict, "train": train}
     for fn in fns.values():

@@ -28,7 +28,8 @@ How the correlations are computed (``impl``)
 
     * ``dot``: a 1x1 kernel is a plain ``(O, C) x (C, N*H*W)`` product;
     * ``im2col``: few input channels (``C <= O``, e.g. conv1 with C=1):
-      stack the ``C*f*f`` shifted images, one ``(O, C*f*f)`` product;
+      stack the ``C*f*f`` shifted images (and a row of ones, which folds
+      the bias into the product), one ``(O, C*f*f + 1)`` product;
     * ``tapsum``: few output channels (``O < C``, e.g. conv3 with O=1):
       ``Z = (O*f*f, C) x (C, N*H*W)`` gives every tap's contribution at
       every pixel, then the ``f*f`` shifted planes of ``Z`` are added into
@@ -70,8 +71,8 @@ def corr2d_strategy(filter_shape):
     return "im2col" if c <= o else "tapsum"
 
 
-def corr2d_cnhw(x, W, filter_shape, pad="valid", strategy=None):
-    """Correlation (no kernel flip, no bias) of a channel-major batch.
+def corr2d_cnhw(x, W, filter_shape, pad="valid", strategy=None, b=None):
+    """Correlation (no kernel flip) plus bias, of a channel-major batch.
 
     Parameters
     ----------
@@ -84,6 +85,11 @@ def corr2d_cnhw(x, W, filter_shape, pad="valid", strategy=None):
         (H - f + 1) x (W - f + 1).
     strategy : {'dot', 'im2col', 'tapsum'} or None
         ``None`` picks :func:`corr2d_strategy`'s.
+    b : theano vector (O,) or None
+        Bias. ``im2col`` folds it into its matrix product (a row of ones
+        under the shifted images, a column of ``b`` beside the kernels), so
+        a training step needs neither a separate add nor a sum over pixels
+        for its gradient; the other strategies add it.
 
     Returns
     -------
@@ -97,20 +103,28 @@ def corr2d_cnhw(x, W, filter_shape, pad="valid", strategy=None):
     r = f // 2
     same = pad == "same"
     ho, wo = (h, w) if same else (h - 2 * r, w - 2 * r)
+    def add_bias(out):
+        return out if b is None else out + b.dimshuffle(0, "x", "x", "x")
+
     if strategy == "dot":
         if f != 1:
             raise ValueError("strategy 'dot' needs a 1x1 kernel")
-        return T.dot(W.reshape((o, c)), x.reshape((c, -1))).reshape((o, n, h, w))
+        return add_bias(T.dot(W.reshape((o, c)), x.reshape((c, -1))).reshape((o, n, h, w)))
     if strategy == "im2col":
         if same:
             xp = T.zeros((c, n, h + 2 * r, w + 2 * r), dtype=x.dtype)
             xp = T.set_subtensor(xp[:, :, r:h + r, r:w + r], x)
         else:
             xp = x
-        cols = T.stack([xp[:, :, dy:dy + ho, dx:dx + wo]
-                        for dy in range(f) for dx in range(f)], axis=1)  # (C, f*f, N, H', W')
-        return T.dot(W.reshape((o, c * f * f)),
-                     cols.reshape((c * f * f, -1))).reshape((o, n, ho, wo))
+        # Rows ordered (tap, channel), then the ones row: one Join, one copy.
+        planes = [xp[:, :, dy:dy + ho, dx:dx + wo] for dy in range(f) for dx in range(f)]
+        kernels = W.dimshuffle(0, 2, 3, 1).reshape((o, f * f * c))
+        if b is not None:
+            planes.append(T.ones((1, n, ho, wo), dtype=x.dtype))
+            kernels = T.concatenate([kernels, b.dimshuffle(0, "x")], axis=1)
+        cols = T.join(0, *planes)  # (f*f*C [+ 1], N, H', W')
+        k = f * f * c + (b is not None)
+        return T.dot(kernels, cols.reshape((k, -1))).reshape((o, n, ho, wo))
     if strategy != "tapsum":
         raise ValueError(f"unknown strategy {strategy!r}")
     # Z[o, t] = sum_c W[o, c, t] x[c]: tap t's contribution, before its shift.
@@ -121,7 +135,7 @@ def corr2d_cnhw(x, W, filter_shape, pad="valid", strategy=None):
         for t in range(1, f * f):
             dy, dx = divmod(t, f)
             out = T.inc_subtensor(out[:, :, 0:ho, 0:wo], z[:, t, :, dy:dy + ho, dx:dx + wo])
-        return out
+        return add_bias(out)
     # same: out[y, x] += Z_t[y + sy, x + sx] with sy, sx in [-r, r], where in range.
     out = z[:, r * f + r]
     for t in range(f * f):
@@ -132,7 +146,7 @@ def corr2d_cnhw(x, W, filter_shape, pad="valid", strategy=None):
         oy, zy = slice(max(0, -sy), h - max(0, sy)), slice(max(0, sy), h + min(0, sy))
         ox, zx = slice(max(0, -sx), w - max(0, sx)), slice(max(0, sx), w + min(0, sx))
         out = T.inc_subtensor(out[:, :, oy, ox], z[:, t, :, zy, zx])
-    return out
+    return add_bias(out)
 
 
 class ReplicatePadLayer(lasagne.layers.Layer):
@@ -189,9 +203,8 @@ class CorrConv2DLayer(lasagne.layers.Conv2DLayer):
         # Channel-major inside; NCHW (a transposed view) outside.
         # (Lasagne stores pad='valid' as (0, 0).)
         pad = "same" if self.pad == "same" else "valid"
-        out = corr2d_cnhw(input.dimshuffle(1, 0, 2, 3), self.W, self.get_W_shape(), pad)
-        if self.b is not None:
-            out = out + self.b.dimshuffle(0, "x", "x", "x")
+        out = corr2d_cnhw(input.dimshuffle(1, 0, 2, 3), self.W, self.get_W_shape(), pad,
+                          b=self.b)
         if self.nonlinearity in _ELEMENTWISE:
             return self.nonlinearity(out).dimshuffle(1, 0, 2, 3)
         return self.nonlinearity(out.dimshuffle(1, 0, 2, 3))

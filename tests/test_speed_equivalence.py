@@ -216,3 +216,34 @@ def test_bench_json_is_the_last_line():
     assert out["predict_s"] > 0 and out["train_step_s"] > 0
     assert out["size"] == 40 and out["batch"] == 4 and out["patch"] == 17
     assert out["predict_gflop"] == pytest.approx(2 * 40 * 40 * (64 * 81 + 32 * 64 + 32 * 25) / 1e9)
+
+
+def test_malloc_tuning_is_on_by_default_and_can_be_turned_off():
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    assert backend.malloc_tuned is True
+    env = dict(os.environ, SRCNN_THEANO_MALLOPT="0", PYTHONPATH=REPO)
+    res = subprocess.run([sys.executable, "-c", "import srcnn_theano.backend as b; "
+                          "print(b.malloc_tuned)"], env=env, cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split()[-1] == "False"
+
+
+def test_im2col_folds_the_bias_into_the_product():
+    """conv1's bias is a column of the product: no separate add, and its gradient
+    comes out of the weight-gradient product (no sum over pixels)."""
+    model = SRCNN(**dict(PRESETS["9-1-5"], channels=1), padding="same")
+    loss = T.sum(model.get_output())
+    g_b1 = theano.grad(loss, model.layers[0].b)
+    f = theano.function([model.input_var], g_b1)
+    ops = [type(n.op).__name__ for n in f.maker.fgraph.toposort()]
+    assert "Sum" not in ops and ("Dot22" in ops or "Gemm" in ops or "Dot22Scalar" in ops)
+    x = np.random.RandomState(0).rand(2, 1, 12, 10).astype("float32")
+    ref = SRCNN(**dict(PRESETS["9-1-5"], channels=1), padding="same", impl="corrmm")
+    ref.set_weights(model.get_weights())
+    g_ref = theano.function([ref.input_var], theano.grad(T.sum(ref.get_output()),
+                                                         ref.layers[0].b))(x)
+    np.testing.assert_allclose(f(x), g_ref, rtol=1e-4, atol=1e-6)
