@@ -253,6 +253,9 @@ else:
     #: The THEANO_FLAGS the process started with (ours are prepended to them).
     user_theano_flags = os.environ.get("THEANO_FLAGS", "")
     os.environ["THEANO_FLAGS"] = theano_flags()
+    from . import gpu as _gpu  # imports neither Theano nor numpy
+
+    _gpu.prepare_environment()
 
 # Theano warns at every import that it uses numpy's BLAS; that choice is ours and documented.
 logging.getLogger("theano.tensor.blas").setLevel(logging.ERROR)
@@ -263,5 +266,15 @@ theano._srcnn_configured = True
 malloc_tuned = keep_freed_memory()
 _install_lasagne_shims(theano)
 _patch_elemwise_openmp()
+from . import gpu as _gpu  # noqa: E402
+
+#: What :func:`srcnn_theano.gpu.configure` found (cuDNN patched, fallback, or CPU).
+gpu_status = _gpu.configure(theano)
+
+
+def on_gpu():
+    """True when Theano's device is a GPU (``device=cuda*``)."""
+    return str(theano.config.device).startswith(("cuda", "gpu"))
+
 
 import lasagne  # noqa: E402

@@ -47,7 +47,7 @@ How the correlations are computed (``impl``)
 """
 import numpy as np
 
-from .backend import T, lasagne
+from .backend import T, lasagne, on_gpu
 
 PRESETS = {
     "9-1-5": dict(f1=9, f2=1, f3=5, n1=64, n2=32),
@@ -223,9 +223,11 @@ class SRCNN:
         Image channels in and out: 1 for the Y channel (paper), 3 for RGB.
     padding : {'valid', 'same', 'replicate'}
         See the module docstring.
-    impl : {'gemm', 'corrmm'}
+    impl : {'gemm', 'corrmm'} or None
         How the correlations are computed (same results; see the module
-        docstring). ``gemm`` is the fast one.
+        docstring). ``None`` (default): ``gemm``, the fast one on the CPU;
+        ``corrmm`` on a GPU (``device=cuda``), where Theano turns
+        ``conv2d`` into cuDNN convolutions (``GpuDnnConv``).
     init_std : float or None
         Standard deviation of the Gaussian weight initialisation (paper:
         0.001); ``None`` uses He initialisation (gain sqrt(2) on the ReLU
@@ -241,12 +243,14 @@ class SRCNN:
     """
 
     def __init__(self, f1=9, f2=1, f3=5, n1=64, n2=32, channels=1, padding="valid",
-                 init_std=0.001, seed=None, impl="gemm"):
+                 init_std=0.001, seed=None, impl=None):
         for f in (f1, f2, f3):
             if f < 1 or f % 2 == 0:
                 raise ValueError(f"kernel sizes must be odd and positive, got {f1}-{f2}-{f3}")
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, not {padding!r}")
+        if impl is None:
+            impl = "corrmm" if on_gpu() else "gemm"
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
         self.impl = impl

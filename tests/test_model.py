@@ -114,3 +114,13 @@ def test_tiled_prediction_equals_untiled():
     assert tiled.shape == (70, 53)
     np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-5)
     assert compiled_model(arch)[1] is compiled_model(arch)[1]   # compiled once, shared
+
+
+def test_gpu_devices_use_theano_conv2d_for_cudnn(monkeypatch):
+    """On device=cuda the layers use conv2d (which Theano maps to GpuDnnConv); gemm on the CPU."""
+    import srcnn_theano.model as M
+
+    assert SRCNN(**ARCH_935).impl == "gemm"
+    monkeypatch.setattr(M, "on_gpu", lambda: True)
+    model = SRCNN(**ARCH_935)
+    assert model.impl == "corrmm" and all(layer.impl == "corrmm" for layer in model.layers)
