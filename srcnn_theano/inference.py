@@ -15,10 +15,10 @@ from .functions import compile_predict
 from .model import SRCNN
 
 _COMPILED = {}
-DEFAULT_TILE = 256
+DEFAULT_TILE = 512
 
 
-def compiled_model(architecture, padding="replicate", impl="gemm"):
+def compiled_model(architecture, padding="replicate", impl=None):
     """A cached ``(model, predict)`` pair for an architecture dict, padding and
     convolution ``impl`` (see :mod:`srcnn_theano.model`)."""
     key = (tuple(sorted(architecture.items())), padding, impl)
@@ -38,11 +38,12 @@ class Predictor:
         ``replicate`` is the authors' test-time behaviour.
     tile : int or None
         Tile side (pixels of output kept per tile); ``None`` disables tiling.
-    impl : {'gemm', 'corrmm'}
-        How the convolutions are computed; same results, ``gemm`` is faster.
+    impl : {'gemm', 'corrmm'} or None
+        How the convolutions are computed (same results); None: the model's
+        default (``gemm`` on the CPU).
     """
 
-    def __init__(self, weights, padding="replicate", tile=DEFAULT_TILE, impl="gemm"):
+    def __init__(self, weights, padding="replicate", tile=DEFAULT_TILE, impl=None):
         if padding == "valid":
             raise ValueError("whole-image prediction needs 'replicate' or 'same' padding")
         self.weights = weights

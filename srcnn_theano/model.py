@@ -37,6 +37,11 @@ How the correlations are computed (``impl``)
       (32 x 25 planes of the image for conv3), the main cost of the
       ``corrmm`` graph.
 
+    The shifting is done by two small C ops of :mod:`srcnn_theano.conv_ops`
+    (``ShiftStack`` = im2col, ``ShiftSum``), adjoint to each other, which
+    also gives the gradients: one graph node each, so functions compile and
+    load fast.
+
     Activations stay channel-major between layers (``(C, N, H, W)``; the
     layer's NCHW output is a transposed *view*, and Theano merges the
     back-to-back transposes), so for one-channel images no layout copy is
@@ -48,6 +53,7 @@ How the correlations are computed (``impl``)
 import numpy as np
 
 from .backend import T, lasagne, on_gpu
+from .conv_ops import ShiftStack, ShiftSum
 
 PRESETS = {
     "9-1-5": dict(f1=9, f2=1, f3=5, n1=64, n2=32),
@@ -103,6 +109,7 @@ def corr2d_cnhw(x, W, filter_shape, pad="valid", strategy=None, b=None):
     r = f // 2
     same = pad == "same"
     ho, wo = (h, w) if same else (h - 2 * r, w - 2 * r)
+
     def add_bias(out):
         return out if b is None else out + b.dimshuffle(0, "x", "x", "x")
 
@@ -110,32 +117,22 @@ def corr2d_cnhw(x, W, filter_shape, pad="valid", strategy=None, b=None):
         if f != 1:
             raise ValueError("strategy 'dot' needs a 1x1 kernel")
         return add_bias(T.dot(W.reshape((o, c)), x.reshape((c, -1))).reshape((o, n, h, w)))
+    pad_px = r if same else 0
     if strategy == "im2col":
-        if same:
-            xp = T.zeros((c, n, h + 2 * r, w + 2 * r), dtype=x.dtype)
-            xp = T.set_subtensor(xp[:, :, r:h + r, r:w + r], x)
-        else:
-            xp = x
-        # Rows ordered (tap, channel), then the ones row: one Join, one copy.
-        planes = [xp[:, :, dy:dy + ho, dx:dx + wo] for dy in range(f) for dx in range(f)]
-        kernels = W.dimshuffle(0, 2, 3, 1).reshape((o, f * f * c))
+        # (C*f*f [+ 1], N, H', W'): the shifted images, rows (channel, tap), then ones.
+        cols = ShiftStack(f, pad_px, ones_row=b is not None)(x)
+        kernels = W.reshape((o, c * f * f))
         if b is not None:
-            planes.append(T.ones((1, n, ho, wo), dtype=x.dtype))
             kernels = T.concatenate([kernels, b.dimshuffle(0, "x")], axis=1)
-        cols = T.join(0, *planes)  # (f*f*C [+ 1], N, H', W')
-        k = f * f * c + (b is not None)
+        k = c * f * f + (b is not None)
         return T.dot(kernels, cols.reshape((k, -1))).reshape((o, n, ho, wo))
     if strategy != "tapsum":
         raise ValueError(f"unknown strategy {strategy!r}")
-    # Z[o, t] = sum_c W[o, c, t] x[c]: tap t's contribution, before its shift.
+    # Z[o*f*f + t] = sum_c W[o, c, t] x[c]: tap t's contribution before its shift,
+    # then each tap's plane is added where it lands.
     z = T.dot(W.dimshuffle(0, 2, 3, 1).reshape((o * f * f, c)),
-              x.reshape((c, -1))).reshape((o, f * f, n, h, w))
-    if not same:
-        out = z[:, 0, :, 0:ho, 0:wo]
-        for t in range(1, f * f):
-            dy, dx = divmod(t, f)
-            out = T.inc_subtensor(out[:, :, 0:ho, 0:wo], z[:, t, :, dy:dy + ho, dx:dx + wo])
-        return add_bias(out)
+              x.reshape((c, -1))).reshape((o * f * f, n, h, w))
+    return add_bias(ShiftSum(f, pad_px)(z))
     # same: out[y, x] += Z_t[y + sy, x + sx] with sy, sx in [-r, r], where in range.
     out = z[:, r * f + r]
     for t in range(f * f):

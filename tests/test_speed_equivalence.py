@@ -247,3 +247,38 @@ def test_im2col_folds_the_bias_into_the_product():
     g_ref = theano.function([ref.input_var], theano.grad(T.sum(ref.get_output()),
                                                          ref.layers[0].b))(x)
     np.testing.assert_allclose(f(x), g_ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("k,pad", [(1, 0), (3, 0), (3, 1), (3, 2), (5, 2), (5, 4)])
+@pytest.mark.parametrize("flip", [False, True])
+def test_shift_ops_c_code_equals_numpy_and_gradients_check(k, pad, flip):
+    """The two C ops of srcnn_theano.conv_ops: C == their numpy perform(), on
+    strided inputs; shapes inferred right; numeric gradients match."""
+    from srcnn_theano.conv_ops import ShiftStack, ShiftSum
+
+    rng = np.random.RandomState(k * 10 + pad)
+    py_mode = theano.compile.mode.Mode(linker="py", optimizer="fast_run")
+    x = T.tensor4()
+    xs = rng.rand(3, 2, 7, 6).astype("float32").transpose(1, 0, 2, 3)  # non-contiguous
+    zs = rng.rand(2 * k * k, 3, 7, 6).astype("float32")[:, :, :, ::-1]  # negative strides
+    for op, inp in ((ShiftStack(k, pad, flip, True), xs), (ShiftStack(k, pad, flip), xs),
+                    (ShiftSum(k, pad, flip), zs)):
+        got = theano.function([x], op(x))(inp)
+        want = theano.function([x], op(x), mode=py_mode)(inp)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        assert tuple(theano.function([x], op(x).shape)(inp)) == got.shape
+        if not getattr(op, "ones_row", False):
+            theano.gradient.verify_grad(op, [inp.astype("float64")], rng=rng, eps=1e-4)
+    # ShiftStack with the ones row: last row is ones, the rest is the plain stack.
+    full = theano.function([x], ShiftStack(k, pad, flip, True)(x))(xs)
+    plain = theano.function([x], ShiftStack(k, pad, flip)(x))(xs)
+    assert np.array_equal(full[:-1], plain) and (full[-1] == 1).all()
+
+
+def test_fast_graph_is_small():
+    """One node per shift: few nodes, so compiling and loading from the cache is quick."""
+    model = SRCNN(**dict(PRESETS["9-1-5"], channels=1), padding="same")
+    f = compile_predict(model)
+    assert len(f.maker.fgraph.apply_nodes) < 40
+    tr = Trainer(model)
+    assert len(tr.train.maker.fgraph.apply_nodes) < 150
