@@ -17,7 +17,8 @@ import numpy as np
 
 from .errors import SRCNNError
 from .image_io import from_float, read_image, to_float
-from .imresize import imresize, modcrop
+from .imresize import degrade as bicubic_degrade  # step 3
+from .imresize import modcrop
 from .inference import Predictor
 from .metrics import psnr, shave, ssim
 from .ycbcr import rgb2y
@@ -29,12 +30,6 @@ def ground_truth_y(image, scale):
     if y.dtype == np.uint16:
         y = from_float(to_float(y))  # evaluate 16-bit files at 8 bits, as the papers do
     return to_float(modcrop(y, scale))
-
-
-def bicubic_degrade(y, scale):
-    """Step 3: float (H, W) with H, W multiples of ``scale`` -> bicubic (H, W) float64."""
-    low = imresize(y, 1.0 / scale)
-    return imresize(low, output_shape=y.shape)
 
 
 def check_size(image, scale, name="image"):

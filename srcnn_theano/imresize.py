@@ -197,3 +197,21 @@ def modcrop(img, scale):
     scale = int(scale)
     h, w = img.shape[:2]
     return img[:h - h % scale, :w - w % scale, ...]
+
+
+def degrade(label_img, scale):
+    """Bicubic down- then up-sampling (MATLAB ``imresize`` twice), the network input.
+
+    Parameters
+    ----------
+    label_img : ndarray, float64, shape (H, W) or (H, W, C)
+        H and W multiples of ``scale`` (see ``modcrop``).
+    scale : int
+
+    Returns
+    -------
+    ndarray, float64, same shape
+        Not clipped: bicubic may overshoot [0, 1] slightly, as in MATLAB.
+    """
+    small = imresize(label_img, scale=1.0 / scale)
+    return imresize(small, output_shape=label_img.shape[:2])

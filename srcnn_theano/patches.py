@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from .errors import SRCNNError
 from .image_io import list_images, read_image, to_float
-from .imresize import imresize, modcrop
+from .imresize import degrade, imresize, modcrop
 from .ycbcr import rgb2y
 
 FORMAT_VERSION = 1
@@ -150,24 +150,6 @@ def check_geometry(scale, input_size=33, label_size=21, stride=14):
         raise SRCNNError(f"input size {input_size} minus label size {label_size} must be even "
                          "so that the label is centred")
     return int(scale), (int(input_size) - int(label_size)) // 2
-
-
-def degrade(label_img, scale):
-    """Bicubic down- then up-sampling (MATLAB ``imresize`` twice), the network input.
-
-    Parameters
-    ----------
-    label_img : ndarray, float64, shape (H, W) or (H, W, C)
-        H and W multiples of ``scale`` (see ``modcrop``).
-    scale : int
-
-    Returns
-    -------
-    ndarray, float64, same shape
-        Not clipped: bicubic may overshoot [0, 1] slightly, as in MATLAB.
-    """
-    small = imresize(label_img, scale=1.0 / scale)
-    return imresize(small, output_shape=label_img.shape[:2])
 
 
 def extract_patches(y, scale, input_size=33, label_size=21, stride=14):
