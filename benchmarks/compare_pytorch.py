@@ -17,9 +17,11 @@ PyTorch is not a dependency of the project; install it anywhere, e.g.::
 Without ``--torch-python`` the current interpreter is used for PyTorch when
 it can import torch; otherwise only Theano is timed and no ratio is given.
 
-Extra Theano configurations can be timed in the same run, e.g. the naive
-CorrMM graph or other flags: ``--theano corrmm:`` or
-``--theano 'gemm:openmp=True'`` (``IMPL:THEANO_FLAGS``, repeatable).
+Extra Theano configurations can be timed in the same run: ``--naive-baseline``
+(the project before this work: CorrMM graph, numpy's BLAS via its C API,
+stock malloc), or any ``IMPL:THEANO_FLAGS`` with ``--theano`` (repeatable),
+e.g. ``--theano corrmm:`` or ``--theano 'gemm:blas__ldflags='`` (the
+no-OpenBLAS fallback) or ``--theano 'gemm:openmp=True'``.
 """
 import argparse
 import json
@@ -148,13 +150,21 @@ def compare(args):
     theano_python = args.theano_python or sys.executable
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    configs = [("gemm", "")] + [tuple((c + ":").split(":", 1)) for c in args.theano]
-    for impl, flags in configs:
+    configs = [("gemm", "", None)] + [tuple((c + ":").split(":", 1)) + (None,)
+                                      for c in args.theano]
+    if args.naive_baseline:
+        # What the project did before: CorrMM, numpy's BLAS through its C API, stock malloc.
+        configs.append(("corrmm", "blas__ldflags=", "naive"))
+    for impl, flags, label in configs:
         flags = flags.rstrip(":")
         wenv = dict(env)
         if flags:
             wenv["THEANO_FLAGS"] = ",".join(x for x in (env.get("THEANO_FLAGS"), flags) if x)
-        label = f"theano-{impl}" + (f"[{flags}]" if flags else "")
+        if label == "naive":
+            wenv["SRCNN_THEANO_MALLOPT"] = "0"
+            label = "theano-naive(corrmm,numpy-blas,no-mallopt)"
+        else:
+            label = f"theano-{impl}" + (f"[{flags}]" if flags else "")
         workers.append(Worker(label, theano_worker_cmd(theano_python, args, impl), wenv))
     tp = _torch_python(args.torch_python)
     if tp:
@@ -221,6 +231,9 @@ def main(argv=None):
     p.add_argument("--theano-python", help="interpreter for Theano (default: this one)")
     p.add_argument("--theano", action="append", default=[], metavar="IMPL:FLAGS",
                    help="another Theano configuration to time alongside (repeatable)")
+    p.add_argument("--naive-baseline", action="store_true",
+                   help="also time the unoptimised configuration (CorrMM graph, numpy's BLAS "
+                        "through its C API, stock malloc)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -111,13 +111,14 @@ def openblas_runtime():
         lib = ctypes.CDLL(path)  # already loaded by Theano's modules: same handle
     except OSError:
         return out
+    prefix = info.get("symbol_prefix", "")
     for name, key in (("openblas_get_corename", "openblas_core"),
                       ("openblas_get_config", "openblas_config")):
-        fn = getattr(lib, name, None)
+        fn = getattr(lib, prefix + name, None)
         if fn is not None:
             fn.restype = ctypes.c_char_p
             out[key] = fn().decode()
-    fn = getattr(lib, "openblas_get_num_threads", None)
+    fn = getattr(lib, prefix + "openblas_get_num_threads", None)
     if fn is not None:
         out["openblas_threads"] = int(fn())
     return out

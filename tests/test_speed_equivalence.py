@@ -153,15 +153,21 @@ def test_tiled_gemm_prediction_equals_whole_corrmm():
         np.testing.assert_allclose(Predictor(w, tile=tile)(x), want, rtol=1e-5, atol=2e-6)
 
 
-def test_backend_links_the_bundled_openblas_when_there_is_one():
-    path = backend.bundled_openblas()
-    if path is None:
-        pytest.skip("scipy's wheel bundles no OpenBLAS here")
-    assert os.path.basename(path).startswith("libopenblas")
+def test_backend_links_the_best_pip_installed_openblas():
+    """scipy-openblas32 (a requirement) first, else the OpenBLAS scipy's wheel bundles."""
     if "ldflags" in getattr(backend, "user_theano_flags", ""):
         pytest.skip("THEANO_FLAGS chooses the BLAS")
-    assert theano.config.blas__ldflags == backend.bundled_openblas_ldflags(path)
-    assert backend.blas_info()["library"] == "scipy-bundled-openblas"
+    pypi, bundled = backend.pypi_openblas(), backend.bundled_openblas()
+    if pypi is not None:
+        assert theano.config.blas__ldflags == backend.pypi_openblas_ldflags(pypi)
+        assert "-Dsgemm_=scipy_sgemm_" in theano.config.blas__ldflags.split()
+        assert backend.blas_info()["library"] == "scipy-openblas32"
+    elif bundled is not None:
+        assert os.path.basename(bundled).startswith("libopenblas")
+        assert theano.config.blas__ldflags == backend.bundled_openblas_ldflags(bundled)
+        assert backend.blas_info()["library"] == "scipy-bundled-openblas"
+    else:
+        pytest.skip("no pip-installed OpenBLAS here")
     a = np.random.RandomState(0).rand(70, 90).astype("float32")
     b = np.random.RandomState(1).rand(90, 50).astype("float32")
     x, y = T.fmatrix(), T.fmatrix()
@@ -186,11 +192,19 @@ print(json.dumps({'diff': float(np.abs(out['gemm'] - out['corrmm']).max()),
 """
 
 
+def _bundled_flags():
+    path = backend.bundled_openblas()
+    return "blas__ldflags=" + backend.bundled_openblas_ldflags(path) if path else None
+
+
 @pytest.mark.parametrize("flags,blas,openmp", [
     ("blas__ldflags=", "numpy-c-api", False),                    # the no-BLAS fallback
+    (_bundled_flags(), "scipy-bundled-openblas", False),         # without scipy-openblas32
     ("openmp=True,openmp_elemwise_minsize=1000", None, True),    # OpenMP (pragma fix) on
-])
+], ids=["numpy-c-api", "scipy-bundled", "openmp"])
 def test_fallback_blas_and_openmp_give_the_same_numbers(flags, blas, openmp):
+    if flags is None:
+        pytest.skip("scipy's wheel bundles no OpenBLAS here")
     env = dict(os.environ, THEANO_FLAGS=flags, PYTHONPATH=REPO)
     res = subprocess.run([sys.executable, "-c", _SUBPROCESS_CHECK], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=900)
