@@ -17,19 +17,21 @@ after ours and Theano keeps the last value given for a flag):
     ``numpy.distutils`` for BLAS unless this flag is set. In order of
     preference (the first that a test program links *and* runs with):
 
-    0. the ``scipy-openblas32`` wheel (a requirement of the project): a
-       current OpenBLAS whose kernels run SRCNN's thin matrix products
-       about twice as fast as the older ones below on AVX-512 machines; its
+    1. the ``scipy-openblas32`` wheel (a pip requirement of the project): a
+       current OpenBLAS (0.3.34, SkylakeX kernels on AVX-512 machines) that
+       runs SRCNN's thin products up to twice as fast as the 0.3.2x builds
+       below (10-15% of a whole prediction on the 2-core development VM); its
        symbols are ``scipy_``-prefixed, so the flags also carry
        ``-Dsgemm_=scipy_sgemm_`` (and the like) for Theano's compiler;
-    1. the OpenBLAS that scipy's wheel bundles (``scipy.libs/libopenblas*.so``,
+    2. the OpenBLAS that scipy's wheel bundles (``scipy.libs/libopenblas*.so``,
        32-bit integers and plain ``sgemm_`` symbols, as Theano's BLAS
-       headers expect), linked by file name with an rpath: a fast, threaded
-       sgemm from a pinned pip requirement, no system package needed;
-    2. ``-lopenblas`` (Debian's ``libopenblas-dev``);
-    3. the empty string, which makes Theano call numpy's BLAS through its C
-       API (``PyArray_MatrixProduct2`` and an extra pass over the result:
-       correct, slower).
+       headers expect), linked by file name with an rpath: a threaded sgemm
+       from a pinned pip requirement, no system package needed;
+    3. ``-lopenblas`` (Debian's ``libopenblas-dev``);
+    4. the empty string, which makes Theano call numpy's BLAS through its C
+       API (``PyArray_MatrixProduct2``, one extra pass over each result):
+       correct, and about as fast as 2. with numpy's wheel (its bundled
+       OpenBLAS 0.3.20).
 
     numpy's own wheel bundles OpenBLAS too, but with 64-bit integers and
     ``sgemm_64_`` symbols, which Theano's headers cannot call.
@@ -64,8 +66,7 @@ import tempfile
 import types
 
 __all__ = ["theano", "T", "lasagne", "blas_ldflags", "blas_info", "bundled_openblas",
-           "pypi_openblas",
-           "theano_flags"]
+           "pypi_openblas", "theano_flags", "keep_freed_memory"]
 
 
 def _links_with(flags, run=False):

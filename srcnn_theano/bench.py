@@ -4,8 +4,9 @@ Two measurements, each the median of several timed runs after warm-up:
 
 ``predict``
     :class:`~srcnn_theano.inference.Predictor` (the library's own path, with
-    its default tiling) on one ``size x size`` single-channel image, 9-1-5
-    (64/32 filters), ``same`` padding.
+    its default tiling: tiles of 512, so 512x512 is one call) on one
+    ``size x size`` single-channel image, 9-1-5 (64/32 filters), ``same``
+    padding.
 ``train_step``
     One :class:`~srcnn_theano.functions.Trainer` step (SGD with momentum 0.9,
     MSE loss) on 64 patches of 33x33, ``same`` padding.
