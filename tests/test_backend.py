@@ -12,7 +12,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_theano_configured_float32_with_working_blas_flags():
     assert theano.config.floatX == "float32"
     assert theano.config.blas__ldflags == backend.blas_ldflags()
-    assert backend.blas_info()["library"] in ("scipy-bundled-openblas", "system-openblas", "numpy-c-api")
+    assert backend.blas_info()["library"] in ("scipy-openblas32", "scipy-bundled-openblas", "system-openblas",
+                                              "numpy-c-api")
 
 
 def test_user_flags_come_last_and_win():
