@@ -29,6 +29,22 @@ from .ycbcr import rgb2ycbcr, ycbcr2rgb
 DEFAULT_TILE = 128  # low-resolution pixels per tile side
 
 
+def _to_planes(f):
+    """Float (h, w[, 3|4]) in [0, 1] -> (h, w, C) planes: Y (or gray), then Cb, Cr, alpha."""
+    if f.ndim == 2:
+        return f[..., None]
+    planes = rgb2ycbcr(f[..., :3])
+    return np.concatenate([planes, f[..., 3:]], axis=2) if f.shape[2] == 4 else planes
+
+
+def _from_planes(up, ndim):
+    """Inverse of :func:`_to_planes` for an image of ``ndim`` dimensions (float, not clipped)."""
+    if ndim == 2:
+        return up[..., 0]
+    rgb = ycbcr2rgb(up[..., :3])
+    return np.concatenate([rgb, up[..., 3:]], axis=2) if up.shape[2] == 4 else rgb
+
+
 def _enlarge_planes(lr, scale, predictor):
     """Float (h, w, C) low-res planes in [0, 1] -> (h*s, w*s, C) float, SRCNN on plane 0.
 
@@ -40,26 +56,46 @@ def _enlarge_planes(lr, scale, predictor):
     return up
 
 
-def upscale_float(planes, scale, predictor, tile=DEFAULT_TILE):
-    """Tiled :func:`_enlarge_planes`; planes: (h, w, C) float in [0, 1].
+def tiles(h, w, tile, margin):
+    """Low-res tiles covering (h, w): ``(y0, y1, x0, x1, top, left, bh, bw)``.
 
-    Returns (h*scale, w*scale, C) float64, not clipped.
+    ``[y0:y1, x0:x1]`` is the tile with its margin (clipped to the image);
+    ``[top:top + bh, left:left + bw]`` is the part it is responsible for.
     """
-    h, w, c = planes.shape
-    if tile is None or (h <= tile and w <= tile):
-        return _enlarge_planes(planes, scale, predictor)
-    margin = 3 + math.ceil(predictor.model.border / scale)
-    out = np.empty((h * scale, w * scale, c), dtype=np.float64)
+    tile = tile or max(h, w)
     for top in range(0, h, tile):
         for left in range(0, w, tile):
-            y0, x0 = max(top - margin, 0), max(left - margin, 0)
-            y1, x1 = min(top + tile + margin, h), min(left + tile + margin, w)
-            res = _enlarge_planes(planes[y0:y1, x0:x1], scale, predictor)
-            bh, bw = min(tile, h - top) * scale, min(tile, w - left) * scale
-            oy, ox = (top - y0) * scale, (left - x0) * scale
-            out[top * scale:top * scale + bh, left * scale:left * scale + bw] = \
-                res[oy:oy + bh, ox:ox + bw]
+            yield (max(top - margin, 0), min(top + tile + margin, h),
+                   max(left - margin, 0), min(left + tile + margin, w),
+                   top, left, min(tile, h - top), min(tile, w - left))
+
+
+def _upscale_tiles(src, scale, predictor, tile, prepare, finish, out):
+    """The pipeline, tile by tile, into ``out`` (h*scale, w*scale[, C]).
+
+    ``prepare(src_tile)`` gives float planes (Y/gray first); ``finish(up)``
+    maps the enlarged planes to ``out``'s dtype and channels.
+    """
+    h, w = src.shape[:2]
+    margin = 3 + math.ceil(predictor.model.border / scale)
+    for y0, y1, x0, x1, top, left, bh, bw in tiles(h, w, tile, margin):
+        up = _enlarge_planes(prepare(src[y0:y1, x0:x1]), scale, predictor)
+        oy, ox = (top - y0) * scale, (left - x0) * scale
+        out[top * scale:(top + bh) * scale, left * scale:(left + bw) * scale] = \
+            finish(up[oy:oy + bh * scale, ox:ox + bw * scale])
     return out
+
+
+def upscale_float(planes, scale, predictor, tile=DEFAULT_TILE):
+    """The tiled pipeline on float planes (h, w, C) in [0, 1] (Y/gray first).
+
+    Returns (h*scale, w*scale, C) float64, not clipped; with ``tile=None``
+    in one piece. Used to check that tiling changes nothing.
+    """
+    h, w, c = planes.shape
+    out = np.empty((h * scale, w * scale, c))
+    same = lambda a: a  # noqa: E731
+    return _upscale_tiles(planes, scale, predictor, tile, same, same, out)
 
 
 def upscale_image(image, scale, predictor, tile=DEFAULT_TILE):
@@ -72,6 +108,7 @@ def upscale_image(image, scale, predictor, tile=DEFAULT_TILE):
     predictor : srcnn_theano.inference.Predictor
     tile : int or None
         Low-resolution tile side; ``None`` processes the image at once.
+        Only the output image and one tile's float buffers are in memory.
 
     Returns
     -------
@@ -83,20 +120,11 @@ def upscale_image(image, scale, predictor, tile=DEFAULT_TILE):
         raise SRCNNError(f"unsupported channel count {image.shape[2]}")
     if min(image.shape[:2]) < 2:
         raise SRCNNError(f"image {image.shape[1]}x{image.shape[0]} is too small to upscale")
-    f = to_float(image)
-    if f.ndim == 2:
-        planes = f[..., None]
-    else:
-        planes = rgb2ycbcr(f[..., :3])
-        if f.shape[2] == 4:
-            planes = np.concatenate([planes, f[..., 3:]], axis=2)
-    up = upscale_float(planes, scale, predictor, tile)
-    if f.ndim == 2:
-        out = up[..., 0]
-    else:
-        rgb = ycbcr2rgb(up[..., :3])
-        out = np.concatenate([rgb, up[..., 3:]], axis=2) if f.shape[2] == 4 else rgb
-    return from_float(out, image.dtype)
+    h, w = image.shape[:2]
+    out = np.empty((h * scale, w * scale) + image.shape[2:], dtype=image.dtype)
+    return _upscale_tiles(image, scale, predictor, tile,
+                          lambda t: _to_planes(to_float(t)),
+                          lambda up: from_float(_from_planes(up, image.ndim), image.dtype), out)
 
 
 def output_paths(inputs, output):

@@ -70,6 +70,14 @@ def test_tiled_equals_untiled(weights):
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
 
 
+def test_tiled_image_equals_untiled_image(weights):
+    img = photo((45, 38, 4))
+    pred = Predictor(weights, tile=None)
+    tiled, whole = upscale_image(img, 2, pred, tile=16), upscale_image(img, 2, pred, tile=None)
+    assert tiled.shape == (90, 76, 4) and tiled.dtype == np.uint8
+    assert np.abs(tiled.astype(int) - whole).max() <= 1 and (tiled != whole).mean() < 1e-3
+
+
 def test_only_y_goes_through_the_network(weights):
     """Gray in -> SRCNN(bicubic(gray)); the chroma of a colour image is plain bicubic."""
     pred = Predictor(weights, tile=None)
