@@ -116,6 +116,7 @@ def write_image(path, arr):
         if fmt is None:
             raise SRCNNError(f"unknown image extension {ext}: {path}")
         im.save(tmp, format=fmt)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except OSError as e:
         raise SRCNNError(f"cannot write {path}: {e}") from None
@@ -136,6 +137,13 @@ def _write_cv2_16bit(path, arr):
     atomic_write_bytes(path, buf.tobytes())
 
 
+def _umask_mode():
+    """The mode a plainly created file gets (0o666 less the umask); mkstemp's is 0o600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path, data):
     """Write ``data`` to ``path`` through a temporary file in the same folder."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -146,6 +154,7 @@ def atomic_write_bytes(path, data):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

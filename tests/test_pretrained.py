@@ -1,0 +1,42 @@
+"""The shipped models: they load, say how they were made, and beat bicubic clearly."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from srcnn_theano.evaluate import evaluate_paths
+from srcnn_theano.image_io import list_images
+from srcnn_theano.weights import load_default, pretrained_path
+
+from conftest import REPO, require_data
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_shipped_model_beats_bicubic_on_set5(scale):
+    w = load_default(scale)
+    assert w.scale == scale and w.name == "9-1-5" and w.architecture["channels"] == 1
+    assert w.provenance["recipe"] == "scripts/train_pretrained.sh"
+    assert [p["phase"] for p in w.provenance["phases"]] == ["phase1", "phase2", "phase3"]
+    report = evaluate_paths(list_images(require_data("Set5")), scale, w)
+    gain = report["mean"]["srcnn_psnr"] - report["mean"]["bicubic_psnr"]
+    assert gain > 1.2, f"x{scale}: only {gain:.2f} dB over bicubic"
+
+
+def test_commands_default_to_the_shipped_model(tmp_path):
+    assert os.path.isfile(pretrained_path(3))
+    head = os.path.join(require_data("Set5"), "head_GT.bmp")
+    res = subprocess.run([sys.executable, "-m", "srcnn_theano", "evaluate", "--json", head],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["scale"] == 3 and report["mean"]["srcnn_psnr"] > report["mean"]["bicubic_psnr"]
+
+
+def test_missing_shipped_scale_is_a_one_line_error(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "srcnn_theano", "upscale", "--scale", "5",
+                          os.path.join(REPO, "README.md"), "-o", str(tmp_path / "o.png")],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 2 and "no shipped model for x5" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
