@@ -2,8 +2,9 @@
 
     python benchmarks/update_readme.py [--data ../shared/data]
 
-Runs ``python -m srcnn_theano benchmark`` on Set5 and Set14 (bicubic, the
-authors' released models, the shipped models) and replaces the text between
+Runs ``python -m srcnn_theano benchmark`` on Set5, Set14 and the seven
+photographs bundled with scikit-image, which no model here was trained on
+(bicubic, the authors' released models, the shipped models) and replaces the text between
 the ``<!-- benchmark:start/end -->`` markers with the Markdown table it
 wrote. Nothing in the README's tables is typed.
 """
@@ -16,9 +17,26 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def skimage_photos(folder):
+    """The bundled scikit-image photographs as PNG files in ``folder``/skimage."""
+    import shutil
+    import tempfile
+
+    sys.path.insert(0, REPO)
+    from srcnn_theano.training import write_demo_images
+
+    out = os.path.join(folder, "skimage")
+    os.makedirs(out, exist_ok=True)
+    for d in write_demo_images(tempfile.mkdtemp()):
+        for name in os.listdir(d):
+            shutil.copy(os.path.join(d, name), os.path.join(out, name))
+    return out
+
+
 def benchmark(out, data, *extra):
     cmd = [sys.executable, "-m", "srcnn_theano", "benchmark", "--data",
-           os.path.join(data, "Set5"), os.path.join(data, "Set14"), "--out", out, *extra]
+           os.path.join(data, "Set5"), os.path.join(data, "Set14"), skimage_photos(out),
+           "--out", out, *extra]
     print("$", " ".join(cmd), file=sys.stderr)
     subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(out, "benchmark.md")) as f:
@@ -26,7 +44,9 @@ def benchmark(out, data, *extra):
 
 
 def splice(text, marker, table, command):
-    block = f"<!-- {marker}:start -->\n{table}\n\nProduced by `{command}`.\n<!-- {marker}:end -->"
+    block = f"<!-- {marker}:start -->\n{table}\n\nProduced by `{command}` (which runs `python -m srcnn_theano " \
+            f"benchmark --data Set5 Set14 skimage --authors-models SRCNN_v1/model --out results`).\n" \
+            f"<!-- {marker}:end -->"
     return re.sub(rf"<!-- {marker}:start -->.*?<!-- {marker}:end -->", lambda _: block, text, flags=re.S)
 
 
@@ -39,8 +59,7 @@ def main():
         text = f.read()
     models = os.path.join(args.data, "SRCNN_v1", "model")
     table = benchmark(os.path.join(REPO, "results"), args.data, "--authors-models", models)
-    text = splice(text, "benchmark", table, "python -m srcnn_theano benchmark --data Set5 Set14 "
-                  "--authors-models SRCNN_v1/model --out results")
+    text = splice(text, "benchmark", table, "python benchmarks/update_readme.py")
     with open(readme + ".tmp", "w") as f:
         f.write(text)
     os.replace(readme + ".tmp", readme)
