@@ -197,23 +197,16 @@ def pypi_openblas_ldflags(path):
 
 def blas_ldflags():
     """The ``blas__ldflags`` value we give Theano (see the module docstring)."""
-    path = pypi_openblas()
-    if path is not None:
+    for find, ldflags in ((pypi_openblas, pypi_openblas_ldflags),
+                          (bundled_openblas, bundled_openblas_ldflags)):
+        path = find()
+        if path is None:
+            continue
         try:
-            flags = pypi_openblas_ldflags(path)
+            flags = ldflags(path)
         except ValueError:
-            flags = None
-        d = os.path.dirname(path)
-        if flags and _links_with(flags.split() + [f"-Wl,-rpath,{d}"], run=True):
-            return flags
-    path = bundled_openblas()
-    if path is not None:
-        try:
-            flags = bundled_openblas_ldflags(path)
-        except ValueError:
-            flags = None
-        d = os.path.dirname(path)
-        if flags and _links_with(flags.split() + [f"-Wl,-rpath,{d}"], run=True):
+            continue
+        if _links_with(flags.split() + [f"-Wl,-rpath,{os.path.dirname(path)}"], run=True):
             return flags
     return "-lopenblas" if _openblas_links() else ""
 
