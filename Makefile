@@ -19,7 +19,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest
 
 notebook: $(VENV)/.installed
-	$(VENV)/bin/python -m pip install -q jupyterlab==4.2.5 || true
+	$(PY) -m pip install -q jupyterlab==4.2.5
 	$(VENV)/bin/jupyter lab notebooks/srcnn_walkthrough.ipynb
 
 bench: $(VENV)/.installed
