@@ -1,4 +1,5 @@
 """The shipped models: they load, say how they were made, and beat bicubic clearly."""
+import functools
 import json
 import os
 import subprocess
@@ -8,9 +9,18 @@ import pytest
 
 from srcnn_theano.evaluate import evaluate_paths
 from srcnn_theano.image_io import list_images
-from srcnn_theano.weights import load_default, pretrained_path
+from srcnn_theano.weights import load, load_default, pretrained_path
 
-from conftest import REPO, require_data
+from conftest import REPO, authors_model, require_data
+
+PHASES = ["phase1", "phase2", "phase3", "phase4", "phase5"]
+
+
+@functools.lru_cache(maxsize=None)
+def _mean(model, scale, dataset):
+    """Mean report of the shipped model (``model='ours'``) or an authors' model on a test set."""
+    w = load_default(scale) if model == "ours" else load(authors_model(model, scale))
+    return evaluate_paths(list_images(require_data(dataset)), scale, w)["mean"]
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -18,10 +28,19 @@ def test_shipped_model_beats_bicubic_on_set5(scale):
     w = load_default(scale)
     assert w.scale == scale and w.name == "9-1-5" and w.architecture["channels"] == 1
     assert w.provenance["recipe"] == "scripts/train_pretrained.sh"
-    assert [p["phase"] for p in w.provenance["phases"]] == ["phase1", "phase2", "phase3", "phase4"]
-    report = evaluate_paths(list_images(require_data("Set5")), scale, w)
-    gain = report["mean"]["srcnn_psnr"] - report["mean"]["bicubic_psnr"]
+    assert [p["phase"] for p in w.provenance["phases"]] == PHASES
+    mean = _mean("ours", scale, "Set5")
+    gain = mean["srcnn_psnr"] - mean["bicubic_psnr"]
     assert gain > 1.2, f"x{scale}: only {gain:.2f} dB over bicubic"
+
+
+@pytest.mark.parametrize("dataset", ["Set5", "Set14"])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_shipped_model_at_least_matches_the_authors_915(scale, dataset):
+    """The target: at or above the authors' 9-1-5 (91 images) model, same evaluation code."""
+    ours = _mean("ours", scale, dataset)["srcnn_psnr"]
+    theirs = _mean("9-1-5(91 images)", scale, dataset)["srcnn_psnr"]
+    assert ours >= theirs, f"x{scale} {dataset}: ours {ours:.3f} dB < authors' {theirs:.3f} dB"
 
 
 def test_commands_default_to_the_shipped_model(tmp_path):
