@@ -2,8 +2,9 @@
 # How the shipped models in srcnn_theano/pretrained/ were trained (9-1-5, T91 only).
 #   bash scripts/train_pretrained.sh [DATA_DIR] [WORK_DIR]
 # About 3 hours of a 2-core machine in all (phase 5, the long one, runs two trainings side by
-# side). Phases 2 to 5 pick their best epoch on scikit-image's bundled photographs, not on Set5/Set14. Phase 1 validated on Set5 (as the
-# paper's Caffe runs did); it picked epoch 23 of 25, 0.003 dB above the last one.
+# side). Phases 2 to 5 pick their best epoch on scikit-image's bundled photographs, not on
+# Set5/Set14. Phase 1 validated on Set5 (as the paper's Caffe runs did); it picked epoch 23 of 25,
+# 0.003 dB above the last one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}

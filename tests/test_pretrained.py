@@ -1,4 +1,4 @@
-"""The shipped models: they load, say how they were made, and beat bicubic clearly."""
+"""The shipped models: they load, say how they were made, beat bicubic clearly and match the authors' 9-1-5."""
 import functools
 import json
 import os
