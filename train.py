@@ -44,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from srcnn_theano.model import PADDINGS, PRESETS as ARCHS
+    from srcnn_theano.network.model import PADDINGS, PRESETS as ARCHS
     from srcnn_theano.training import LOSSES, MULTIPLIERS, OPTIMIZERS, PRESETS, SCHEDULES
 
     presets = "; ".join(f"{name}: " + ", ".join(f"{k} {'he' if v is None else v}" for k, v in values.items())
@@ -115,7 +115,7 @@ def _config(args, scale):
 
 
 def _h5_scale(path):
-    from srcnn_theano.patches import open_h5
+    from srcnn_theano.patches.store import open_h5
 
     with open_h5(path, check_values=False) as f:
         scale = f.attrs.get("scale")
@@ -157,7 +157,7 @@ def _run_train(args, command, say):
 
 def _run_demo(args, command, say):
     from srcnn_theano import training
-    from srcnn_theano.evaluate import format_table
+    from srcnn_theano.evaluation.protocol import format_table
 
     out = args.out or os.path.join("runs", "demo")
     epochs = args.epochs or training.DEMO_EPOCHS

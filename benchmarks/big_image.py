@@ -3,9 +3,9 @@
 
 Each measurement runs in a fresh process (peak RSS is per process):
 
-``predict``  :class:`srcnn_theano.inference.Predictor` on one 4000x3000
+``predict``  :class:`srcnn_theano.network.inference.Predictor` on one 4000x3000
              float32 plane (the Y channel of a 12-megapixel photo), tiled;
-``upscale``  :func:`srcnn_theano.upscale.upscale_image` on a 4000x3000 RGB
+``upscale``  :func:`srcnn_theano.apps.upscale.upscale_image` on a 4000x3000 RGB
              uint8 image, x``--scale`` (SRCNN on Y, bicubic Cb/Cr).
 
 Reported: seconds for the run, the process's RSS before it (imports,
@@ -45,9 +45,9 @@ def reset_peak():
     except OSError:
         return False
 
-from srcnn_theano.inference import Predictor
-from srcnn_theano.model import PRESETS, SRCNN
-from srcnn_theano.weights import Weights
+from srcnn_theano.network.inference import Predictor
+from srcnn_theano.network.model import PRESETS, SRCNN
+from srcnn_theano.network.weights import Weights
 arch = dict(PRESETS['9-1-5'], channels=1)
 w = Weights(SRCNN(**arch, init_std=None, seed=0).get_weights(), arch, scale=cfg['scale'])
 h, wd = cfg['height'], cfg['width']
@@ -66,7 +66,7 @@ if cfg['mode'] == 'predict':
     run_s = time.perf_counter() - t0
     assert out.shape == plane.shape and np.isfinite(out).all()
 else:
-    from srcnn_theano.upscale import upscale_image
+    from srcnn_theano.apps.upscale import upscale_image
     rgb = (np.stack([plane, plane[::-1], plane[:, ::-1]], axis=2) * 255).astype(np.uint8)
     del plane
     p = Predictor(w, tile=None)

@@ -140,7 +140,7 @@ def _torch_python(requested):
 
 
 def theano_worker_cmd(python, args, impl):
-    return [python, "-m", "srcnn_theano.bench", "--worker", "--size", str(args.size),
+    return [python, "-m", "srcnn_theano.apps.speed", "--worker", "--size", str(args.size),
             "--batch", str(args.batch), "--patch", str(args.patch), "--warmup", str(args.warmup),
             "--impl", impl] + (["--tile", str(args.tile)] if args.tile else [])
 

@@ -100,8 +100,8 @@ def _median_time(fn, repeats, budget):
 def _project_impl():
     """Predict and train functions from the project's ``model`` and ``functions``
     modules, with whatever convolution graph they build."""
-    from srcnn_theano import model as model_mod
-    from srcnn_theano.functions import Trainer, compile_predict
+    from srcnn_theano.network import model as model_mod
+    from srcnn_theano.network.functions import Trainer, compile_predict
 
     preset = model_mod.PRESETS[ARCH]
     predict = compile_predict(model_mod.SRCNN(**preset, padding="same", init_std=None, seed=SEED))

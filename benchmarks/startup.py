@@ -7,7 +7,7 @@ compiledir (``~/.theano/compiledir_*``); a later process loads them instead
 of compiling. The graph has no fixed image size, so one cache serves every
 image size and tile. This script runs, in new processes::
 
-    python -c 'from srcnn_theano.inference import Predictor; ...; predict once'
+    python -c 'from srcnn_theano.network.inference import Predictor; ...; predict once'
 
 ``cold``: with an empty ``base_compiledir`` (a first run on a fresh machine);
 ``warm``: the same command again on that now-filled directory (what every
@@ -34,9 +34,9 @@ import time
 t0 = time.perf_counter()
 import json
 import numpy as np
-from srcnn_theano.inference import Predictor
-from srcnn_theano.model import PRESETS, SRCNN
-from srcnn_theano.weights import Weights
+from srcnn_theano.network.inference import Predictor
+from srcnn_theano.network.model import PRESETS, SRCNN
+from srcnn_theano.network.weights import Weights
 t1 = time.perf_counter()
 arch = dict(PRESETS['9-1-5'], channels=1)
 p = Predictor(Weights(SRCNN(**arch, seed=0).get_weights(), arch))
@@ -82,7 +82,7 @@ def main(argv=None):
             from PIL import Image
 
             sys.path.insert(0, REPO)
-            from srcnn_theano.weights import Weights, save  # numpy only, no Theano
+            from srcnn_theano.network.weights import Weights, save  # numpy only, no Theano
 
             arch = dict(f1=9, f2=1, f3=5, n1=64, n2=32, channels=1)
             rng = np.random.RandomState(0)

@@ -18,8 +18,8 @@ if __package__ in (None, ""):
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from srcnn_theano.errors import SRCNNError  # noqa: E402
-from srcnn_theano.image_io import list_images  # noqa: E402
-from srcnn_theano.patches import CHANNELS, write_h5  # noqa: E402
+from srcnn_theano.image.io import list_images  # noqa: E402
+from srcnn_theano.patches.store import CHANNELS, write_h5  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):

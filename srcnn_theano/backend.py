@@ -328,7 +328,7 @@ else:
     #: The THEANO_FLAGS the process started with (ours are prepended to them).
     user_theano_flags = os.environ.get("THEANO_FLAGS", "")
     os.environ["THEANO_FLAGS"] = theano_flags()
-    from . import gpu as _gpu  # imports neither Theano nor numpy
+    from srcnn_theano import gpu as _gpu  # imports neither Theano nor numpy
 
     _gpu.prepare_environment()
 
@@ -341,7 +341,7 @@ theano._srcnn_configured = True
 malloc_tuned = keep_freed_memory()
 _install_lasagne_shims(theano)
 _patch_elemwise_openmp()
-from . import gpu as _gpu  # noqa: E402
+from srcnn_theano import gpu as _gpu  # noqa: E402
 
 #: What :func:`srcnn_theano.gpu.configure` found (cuDNN patched, fallback, or CPU).
 gpu_status = _gpu.configure(theano)

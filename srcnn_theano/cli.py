@@ -9,12 +9,12 @@ import json
 import os
 import sys
 
-from .errors import SRCNNError
+from srcnn_theano.errors import SRCNNError
 
 
 def _weights_and_scale(args):
     """``--weights`` (or the shipped model for ``--scale``) and the scale to use."""
-    from .weights import load, load_default
+    from srcnn_theano.network.weights import load, load_default
 
     if args.weights:
         weights = load(args.weights)
@@ -31,8 +31,8 @@ def _weights_and_scale(args):
 
 
 def _cmd_evaluate(args):
-    from .evaluate import evaluate_paths, format_table
-    from .image_io import expand_inputs
+    from srcnn_theano.evaluation.protocol import evaluate_paths, format_table
+    from srcnn_theano.image.io import expand_inputs
 
     weights, scale = _weights_and_scale(args)
     report = evaluate_paths(expand_inputs(args.inputs), scale, weights, progress=not args.json)
@@ -40,7 +40,7 @@ def _cmd_evaluate(args):
 
 
 def _cmd_upscale(args):
-    from .upscale import output_paths, upscale_files
+    from srcnn_theano.apps.upscale import output_paths, upscale_files
 
     weights, scale = _weights_and_scale(args)
     pairs = output_paths([args.input], args.output)
@@ -58,7 +58,7 @@ def _cmd_upscale(args):
 
 
 def _cmd_benchmark(args):
-    from .benchmark import run_benchmark, to_markdown, write_benchmark
+    from srcnn_theano.apps.benchmark import run_benchmark, to_markdown, write_benchmark
 
     rows = run_benchmark(args.data, scales=args.scales, authors_dir=args.authors_models)
     md, cs = write_benchmark(rows, args.out)
@@ -67,9 +67,9 @@ def _cmd_benchmark(args):
 
 
 def _cmd_figure(args):
-    from .figure import save_comparison
-    from .image_io import read_image
-    from .inference import Predictor
+    from srcnn_theano.apps.figure import save_comparison
+    from srcnn_theano.image.io import read_image
+    from srcnn_theano.network.inference import Predictor
 
     weights, scale = _weights_and_scale(args)
     crop = tuple(args.crop) if args.crop else None
@@ -80,7 +80,7 @@ def _cmd_figure(args):
 
 
 def _cmd_bench(args):
-    from .bench import run_from_args
+    from srcnn_theano.apps.speed import run_from_args
 
     run_from_args(args)
 
@@ -125,7 +125,7 @@ def build_parser():
     fg.add_argument("--crop", type=int, nargs=4, metavar=("TOP", "LEFT", "H", "W"))
     fg.set_defaults(func=_cmd_figure)
 
-    from .bench import add_arguments as _bench_arguments
+    from srcnn_theano.apps.speed import add_arguments as _bench_arguments
     bn = sub.add_parser("bench", help="speed: predict on one SIZE x SIZE image and one training "
                                       "step (medians; --json prints one JSON line last)")
     _bench_arguments(bn)

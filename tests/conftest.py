@@ -1,7 +1,7 @@
 """Shared test fixtures.
 
 Theano compiles C code on first use; compiled predict functions are cached
-per process by :mod:`srcnn_theano.inference`, so every test in the session
+per process by :mod:`srcnn_theano.network.inference`, so every test in the session
 reuses them. Data from ``../shared/data`` (never part of the repository) is
 required in CI: a test that needs it fails there when it is missing, and is
 skipped elsewhere.

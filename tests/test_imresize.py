@@ -1,4 +1,4 @@
-"""MATLAB parity of srcnn_theano.imresize (bicubic imresize, modcrop).
+"""MATLAB parity of srcnn_theano.image.imresize (bicubic imresize, modcrop).
 
 Expected values are derived by hand in the comments (1-based MATLAB
 coordinates: output sample x sits at input position u = x/s + (1 - 1/s)/2),
@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from srcnn_theano.imresize import calculate_weights_indices, cubic, imresize, modcrop
+from srcnn_theano.image.imresize import calculate_weights_indices, cubic, imresize, modcrop
 
 # Keys cubic (a = -0.5) at quarter points, exact in binary: k(0.25) = 111/128,
 # k(0.75) = 29/128, k(1.25) = -9/128, k(1.75) = -3/128.

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
-from srcnn_theano.functions import compile_predict
-from srcnn_theano.inference import Predictor, compiled_model
-from srcnn_theano.model import PRESETS, SRCNN
-from srcnn_theano.weights import Weights
+from srcnn_theano.network.functions import compile_predict
+from srcnn_theano.network.inference import Predictor, compiled_model
+from srcnn_theano.network.model import PRESETS, SRCNN
+from srcnn_theano.network.weights import Weights
 
 ARCH_935 = dict(PRESETS["9-3-5"], n1=6, n2=4, channels=1)
 
@@ -118,7 +118,7 @@ def test_tiled_prediction_equals_untiled():
 
 def test_gpu_devices_use_theano_conv2d_for_cudnn(monkeypatch):
     """On device=cuda the layers use conv2d (which Theano maps to GpuDnnConv); gemm on the CPU."""
-    import srcnn_theano.model as M
+    import srcnn_theano.network.model as M
 
     assert SRCNN(**ARCH_935).impl == "gemm"
     monkeypatch.setattr(M, "on_gpu", lambda: True)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srcnn_theano import patches as P
+from srcnn_theano.patches import store as P
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.image_io import list_images, read_image
-from srcnn_theano.imresize import imresize
+from srcnn_theano.image.io import list_images, read_image
+from srcnn_theano.image.imresize import imresize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, "..", "shared", "data")

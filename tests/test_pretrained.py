@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from srcnn_theano.evaluate import evaluate_paths
-from srcnn_theano.image_io import list_images
-from srcnn_theano.weights import load, load_default, pretrained_path
+from srcnn_theano.evaluation.protocol import evaluate_paths
+from srcnn_theano.image.io import list_images
+from srcnn_theano.network.weights import load, load_default, pretrained_path
 
 from conftest import REPO, authors_model, require_data
 

@@ -8,9 +8,9 @@ Means are compared with the published two-decimal figures to within 0.01 dB.
 """
 import pytest
 
-from srcnn_theano.evaluate import evaluate_paths
-from srcnn_theano.image_io import list_images
-from srcnn_theano.weights import load
+from srcnn_theano.evaluation.protocol import evaluate_paths
+from srcnn_theano.image.io import list_images
+from srcnn_theano.network.weights import load
 
 from conftest import authors_model, require_data
 

@@ -1,12 +1,12 @@
 """The fast paths compute what the reference computes.
 
-* :func:`srcnn_theano.model.corr2d_cnhw` (every strategy, both paddings)
+* :func:`srcnn_theano.network.model.corr2d_cnhw` (every strategy, both paddings)
   against scipy's float64 correlation;
 * the ``gemm`` SRCNN graph against the ``corrmm`` one (Theano's CorrMM):
   forward for every padding, gradients and SGD updates, tiled prediction;
 * the BLAS choice of :mod:`srcnn_theano.backend` (scipy's bundled OpenBLAS,
   or numpy's C API fallback) and Theano's OpenMP give the same numbers;
-* ``python -m srcnn_theano.bench`` prints its JSON as the last line.
+* ``python -m srcnn_theano.apps.speed`` prints its JSON as the last line.
 """
 import json
 import os
@@ -19,10 +19,10 @@ import scipy.ndimage as ndi
 
 from srcnn_theano import backend
 from srcnn_theano.backend import T, theano
-from srcnn_theano.functions import Trainer, compile_predict
-from srcnn_theano.inference import Predictor
-from srcnn_theano.model import PRESETS, SRCNN, corr2d_cnhw, corr2d_strategy
-from srcnn_theano.weights import Weights
+from srcnn_theano.network.functions import Trainer, compile_predict
+from srcnn_theano.network.inference import Predictor
+from srcnn_theano.network.model import PRESETS, SRCNN, corr2d_cnhw, corr2d_strategy
+from srcnn_theano.network.weights import Weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -179,8 +179,8 @@ def test_backend_links_the_best_pip_installed_openblas():
 _SUBPROCESS_CHECK = """
 import numpy as np, json
 from srcnn_theano.backend import theano, blas_info
-from srcnn_theano.functions import compile_predict
-from srcnn_theano.model import SRCNN
+from srcnn_theano.network.functions import compile_predict
+from srcnn_theano.network.model import SRCNN
 out = {}
 x = np.random.RandomState(0).rand(1, 1, 300, 280).astype('float32')
 for impl in ('gemm', 'corrmm'):
@@ -219,7 +219,7 @@ def test_fallback_blas_and_openmp_give_the_same_numbers(flags, blas, openmp):
 
 def test_bench_json_is_the_last_line():
     env = dict(os.environ, PYTHONPATH=REPO)
-    res = subprocess.run([sys.executable, "-m", "srcnn_theano.bench", "--size", "40",
+    res = subprocess.run([sys.executable, "-m", "srcnn_theano.apps.speed", "--size", "40",
                           "--batch", "4", "--patch", "17", "--repeats", "2", "--warmup", "1",
                           "--json"], env=env, cwd=REPO, capture_output=True, text=True,
                          timeout=900)
@@ -266,9 +266,9 @@ def test_im2col_folds_the_bias_into_the_product():
 @pytest.mark.parametrize("k,pad", [(1, 0), (3, 0), (3, 1), (3, 2), (5, 2), (5, 4)])
 @pytest.mark.parametrize("flip", [False, True])
 def test_shift_ops_c_code_equals_numpy_and_gradients_check(k, pad, flip):
-    """The two C ops of srcnn_theano.conv_ops: C == their numpy perform(), on
+    """The two C ops of srcnn_theano.network.conv_ops: C == their numpy perform(), on
     strided inputs; shapes inferred right; numeric gradients match."""
-    from srcnn_theano.conv_ops import ShiftStack, ShiftSum
+    from srcnn_theano.network.conv_ops import ShiftStack, ShiftSum
 
     rng = np.random.RandomState(k * 10 + pad)
     py_mode = theano.compile.mode.Mode(linker="py", optimizer="fast_run")

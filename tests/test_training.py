@@ -2,7 +2,7 @@
 
 Compiled Theano functions are cached per process by
 :func:`srcnn_theano.training.compiled_trainer` (and by
-:mod:`srcnn_theano.inference` for validation), so the tests below compile
+:mod:`srcnn_theano.network.inference` for validation), so the tests below compile
 one Adam/MSE and one SGD/Caffe trainer in all.
 """
 import json
@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from srcnn_theano import training
-from srcnn_theano.patches import write_h5
-from srcnn_theano.weights import load
+from srcnn_theano.patches.store import write_h5
+from srcnn_theano.network.weights import load
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join(REPO, "train.py")
@@ -241,7 +241,7 @@ def test_init_weights_start_from_a_given_model(tmp_path):
     import numpy as np
 
     from srcnn_theano import training
-    from srcnn_theano.weights import Weights, save
+    from srcnn_theano.network.weights import Weights, save
 
     arch = dict(f1=9, f2=1, f3=5, n1=64, n2=32, channels=1)
     rng = np.random.RandomState(5)

@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.imresize import imresize
-from srcnn_theano.inference import Predictor
-from srcnn_theano.model import PRESETS
-from srcnn_theano.upscale import upscale_float, upscale_image
-from srcnn_theano.weights import Weights, save
+from srcnn_theano.image.imresize import imresize
+from srcnn_theano.network.inference import Predictor
+from srcnn_theano.network.model import PRESETS
+from srcnn_theano.apps.upscale import upscale_float, upscale_image
+from srcnn_theano.network.weights import Weights, save
 
 from conftest import REPO
 

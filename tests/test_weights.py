@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from srcnn_theano import weights as W
+from srcnn_theano.network import weights as W
 from srcnn_theano.errors import SRCNNError
 
 from conftest import authors_model

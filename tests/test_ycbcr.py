@@ -1,8 +1,8 @@
-"""MATLAB parity of srcnn_theano.ycbcr (rgb2ycbcr, ycbcr2rgb, rgb2y)."""
+"""MATLAB parity of srcnn_theano.image.ycbcr (rgb2ycbcr, ycbcr2rgb, rgb2y)."""
 import numpy as np
 import pytest
 
-from srcnn_theano.ycbcr import rgb2y, rgb2ycbcr, ycbcr2rgb
+from srcnn_theano.image.ycbcr import rgb2y, rgb2ycbcr, ycbcr2rgb
 
 # BT.601 studio swing, RGB in [0, 1] -> YCbCr in [0, 255] (written out
 # independently of the module under test).

@@ -37,7 +37,7 @@ How the correlations are computed (``impl``)
       (32 x 25 planes of the image for conv3), the main cost of the
       ``corrmm`` graph.
 
-    The shifting is done by two small C ops of :mod:`srcnn_theano.conv_ops`
+    The shifting is done by two small C ops of :mod:`srcnn_theano.network.conv_ops`
     (``ShiftStack`` = im2col, ``ShiftSum``), adjoint to each other, which
     also gives the gradients: one graph node each, so functions compile and
     load fast.
@@ -52,8 +52,8 @@ How the correlations are computed (``impl``)
 """
 import numpy as np
 
-from .backend import T, lasagne, on_gpu
-from .conv_ops import ShiftStack, ShiftSum
+from srcnn_theano.backend import T, lasagne, on_gpu
+from srcnn_theano.network.conv_ops import ShiftStack, ShiftSum
 
 PRESETS = {
     "9-1-5": dict(f1=9, f2=1, f3=5, n1=64, n2=32),

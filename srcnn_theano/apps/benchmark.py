@@ -1,6 +1,6 @@
 """The historical-baseline table: bicubic, the authors' models and ours.
 
-Every method is evaluated by :func:`srcnn_theano.evaluate.evaluate_paths`
+Every method is evaluated by :func:`srcnn_theano.evaluation.protocol.evaluate_paths`
 (the authors' protocol), on every dataset folder, at every scale, and the
 results are written as a paper-style Markdown table and a long-form CSV.
 """
@@ -8,10 +8,10 @@ import csv
 import io
 import os
 
-from .errors import SRCNNError
-from .evaluate import evaluate_paths
-from .image_io import atomic_write_bytes, list_images
-from .weights import load, load_default, pretrained_path
+from srcnn_theano.errors import SRCNNError
+from srcnn_theano.evaluation.protocol import evaluate_paths
+from srcnn_theano.image.io import atomic_write_bytes, list_images
+from srcnn_theano.network.weights import load, load_default, pretrained_path
 
 AUTHORS_ARCHS = ("9-1-5(91 images)", "9-5-5(ImageNet)")
 

@@ -1,4 +1,4 @@
-"""Compiled Theano functions for an :class:`~srcnn_theano.model.SRCNN`.
+"""Compiled Theano functions for an :class:`~srcnn_theano.network.model.SRCNN`.
 
 ``predict(x)``
     x: (N, C, H, W) float32 in [0, 1] -> (N, C, H', W') float32, where
@@ -25,7 +25,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .backend import T, lasagne, theano
+from srcnn_theano.backend import T, lasagne, theano
 
 PAPER_LR_MULTIPLIERS = {"conv1.W": 1.0, "conv2.W": 1.0, "conv3.W": 0.1,
                         "conv1.b": 0.1, "conv2.b": 0.1, "conv3.b": 0.1}

@@ -11,8 +11,8 @@ edge *is* the image edge, where the per-layer padding applies as usual.
 """
 import numpy as np
 
-from .functions import compile_predict
-from .model import SRCNN
+from srcnn_theano.network.functions import compile_predict
+from srcnn_theano.network.model import SRCNN
 
 _COMPILED = {}
 DEFAULT_TILE = 512
@@ -20,7 +20,7 @@ DEFAULT_TILE = 512
 
 def compiled_model(architecture, padding="replicate", impl=None):
     """A cached ``(model, predict)`` pair for an architecture dict, padding and
-    convolution ``impl`` (see :mod:`srcnn_theano.model`)."""
+    convolution ``impl`` (see :mod:`srcnn_theano.network.model`)."""
     key = (tuple(sorted(architecture.items())), padding, impl)
     if key not in _COMPILED:
         model = SRCNN(**architecture, padding=padding, impl=impl)
@@ -33,7 +33,7 @@ class Predictor:
 
     Parameters
     ----------
-    weights : srcnn_theano.weights.Weights
+    weights : srcnn_theano.network.weights.Weights
     padding : {'replicate', 'same'}
         ``replicate`` is the authors' test-time behaviour.
     tile : int or None

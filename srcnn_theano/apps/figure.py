@@ -2,16 +2,16 @@
 
 Colour pictures are made the way the paper's figures are: SRCNN's Y with
 the bicubic image's Cb/Cr. Captions give the Y-channel PSNR of the whole
-(shaved) image, computed by :func:`srcnn_theano.evaluate.evaluate_image`.
+(shaved) image, computed by :func:`srcnn_theano.evaluation.protocol.evaluate_image`.
 """
 import io
 
 import numpy as np
 
-from .evaluate import bicubic_degrade, evaluate_image
-from .image_io import atomic_write_bytes, from_float, to_float
-from .imresize import modcrop
-from .ycbcr import rgb2ycbcr, ycbcr2rgb
+from srcnn_theano.evaluation.protocol import bicubic_degrade, evaluate_image
+from srcnn_theano.image.io import atomic_write_bytes, from_float, to_float
+from srcnn_theano.image.imresize import modcrop
+from srcnn_theano.image.ycbcr import rgb2ycbcr, ycbcr2rgb
 
 
 def comparison_panels(image, scale, predictor, name="image"):

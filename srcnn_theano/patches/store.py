@@ -42,10 +42,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from tqdm import tqdm
 
-from .errors import SRCNNError
-from .image_io import list_images, read_image, to_float
-from .imresize import degrade, imresize, modcrop
-from .ycbcr import rgb2y
+from srcnn_theano.errors import SRCNNError
+from srcnn_theano.image.io import list_images, read_image, to_float
+from srcnn_theano.image.imresize import degrade, imresize, modcrop
+from srcnn_theano.image.ycbcr import rgb2y
 
 FORMAT_VERSION = 1
 CREATOR = "srcnn_theano"
@@ -66,7 +66,7 @@ def image_to_y(img):
     Parameters
     ----------
     img : ndarray, uint8 or uint16, shape (H, W) or (H, W, 3|4)
-        As returned by :func:`srcnn_theano.image_io.read_image`. An alpha
+        As returned by :func:`srcnn_theano.image.io.read_image`. An alpha
         channel is ignored; grayscale is used as it is.
 
     Returns

@@ -1,4 +1,4 @@
-"""Two small Theano C ops for the GEMM-friendly correlations of :mod:`srcnn_theano.model`.
+"""Two small Theano C ops for the GEMM-friendly correlations of :mod:`srcnn_theano.network.model`.
 
 Both work on channel-major 4-D arrays ``(rows, N, H, W)`` and on a ``k x k``
 grid of taps ``t = dy * k + dx``, each tap shifting the image by
@@ -22,7 +22,7 @@ tight C loops. The C code is cached by Theano like any op's.
 """
 import numpy as np
 
-from .backend import T, theano
+from srcnn_theano.backend import T, theano
 
 __all__ = ["ShiftStack", "ShiftSum", "shift_stack", "shift_sum"]
 

@@ -4,7 +4,7 @@ Project format (``.npz``, read with ``allow_pickle=False``)
 ------------------------------------------------------------
 ``conv1.W`` (n1, C, f1, f1), ``conv1.b`` (n1,), ``conv2.W`` (n2, n1, f2, f2),
 ``conv2.b`` (n2,), ``conv3.W`` (C, n2, f3, f3), ``conv3.b`` (C,): float32
-correlation kernels (as :class:`srcnn_theano.model.SRCNN` applies them), and
+correlation kernels (as :class:`srcnn_theano.network.model.SRCNN` applies them), and
 ``meta``: a JSON string with ``format`` (1), ``architecture`` (f1, f2, f3,
 n1, n2, channels), ``scale`` and ``provenance`` (free-form: how it was made).
 
@@ -25,8 +25,8 @@ import re
 
 import numpy as np
 
-from .errors import SRCNNError
-from .image_io import atomic_write_bytes
+from srcnn_theano.errors import SRCNNError
+from srcnn_theano.image.io import atomic_write_bytes
 
 FORMAT_VERSION = 1
 _KEYS = ("conv1.W", "conv1.b", "conv2.W", "conv2.b", "conv3.W", "conv3.b")
@@ -55,8 +55,8 @@ class Weights:
         return f"{a['f1']}-{a['f2']}-{a['f3']}"
 
     def build_model(self, padding="replicate"):
-        """An :class:`~srcnn_theano.model.SRCNN` of this architecture holding these weights."""
-        from .model import SRCNN
+        """An :class:`~srcnn_theano.network.model.SRCNN` of this architecture holding these weights."""
+        from srcnn_theano.network.model import SRCNN
 
         model = SRCNN(**self.architecture, padding=padding)
         model.set_weights(self.arrays)

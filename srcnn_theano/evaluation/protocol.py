@@ -15,13 +15,13 @@ import os
 
 import numpy as np
 
-from .errors import SRCNNError
-from .image_io import from_float, read_image, to_float
-from .imresize import degrade as bicubic_degrade  # step 3
-from .imresize import modcrop
-from .inference import Predictor
-from .metrics import psnr, shave, ssim
-from .ycbcr import rgb2y
+from srcnn_theano.errors import SRCNNError
+from srcnn_theano.image.io import from_float, read_image, to_float
+from srcnn_theano.image.imresize import degrade as bicubic_degrade  # step 3
+from srcnn_theano.image.imresize import modcrop
+from srcnn_theano.network.inference import Predictor
+from srcnn_theano.evaluation.metrics import psnr, shave, ssim
+from srcnn_theano.image.ycbcr import rgb2y
 
 
 def ground_truth_y(image, scale):

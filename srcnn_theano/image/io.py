@@ -11,7 +11,7 @@ import tempfile
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import SRCNNError
+from srcnn_theano.errors import SRCNNError
 
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
 

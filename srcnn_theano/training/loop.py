@@ -27,7 +27,7 @@ Run folder
 ----------
 ``last.npz``   checkpoint: weights, optimizer state, RNG state, position and
                log (written atomically after every epoch and on Ctrl-C).
-``best.npz``   weights (:mod:`srcnn_theano.weights` format) with the best
+``best.npz``   weights (:mod:`srcnn_theano.network.weights` format) with the best
                validation PSNR, with provenance (command, data hashes, epoch).
 ``log.csv``, ``log.json``, ``curves.png``   one row per epoch.
 
@@ -40,7 +40,7 @@ the same floating-point operations as an uninterrupted run and ends with
 byte-identical weights (on the same machine and BLAS).
 
 Validation is the paper's: whole images, Y channel, MATLAB bicubic, scale
-pixels shaved (:func:`srcnn_theano.evaluate.evaluate_image`), with the
+pixels shaved (:func:`srcnn_theano.evaluation.protocol.evaluate_image`), with the
 network applied with replicate padding as the authors' test code does.
 """
 import contextlib
@@ -58,10 +58,10 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from .errors import SRCNNError
-from .evaluate import METRICS, evaluate_image
-from .image_io import atomic_write_bytes, list_images, write_image
-from .patches import (DEFAULT_MEMORY_BUDGET, iterate_minibatches, load_validation_images, open_h5,
+from srcnn_theano.errors import SRCNNError
+from srcnn_theano.evaluation.protocol import METRICS, evaluate_image
+from srcnn_theano.image.io import atomic_write_bytes, list_images, write_image
+from srcnn_theano.patches.store import (DEFAULT_MEMORY_BUDGET, iterate_minibatches, load_validation_images, open_h5,
                       write_h5)
 
 CHECKPOINT_FORMAT = 1
@@ -118,7 +118,7 @@ class TrainConfig:
     momentum : float
         SGD momentum.
     lr_multipliers : {'paper', 'none'}
-        Per-layer SGD multipliers (:data:`~srcnn_theano.functions.PAPER_LR_MULTIPLIERS`).
+        Per-layer SGD multipliers (:data:`~srcnn_theano.network.functions.PAPER_LR_MULTIPLIERS`).
     loss : {'caffe', 'mse'}
         Caffe's Euclidean loss ``sum((F(x) - y)^2) / (2 N)`` or per-pixel MSE.
     schedule : {'constant', 'cosine'}
@@ -166,8 +166,8 @@ class TrainConfig:
 
     def check(self):
         """Raise :class:`SRCNNError` with a one-line message for any bad value."""
-        from .model import PADDINGS
-        from .model import PRESETS as ARCHS
+        from srcnn_theano.network.model import PADDINGS
+        from srcnn_theano.network.model import PRESETS as ARCHS
 
         choices = dict(arch=tuple(ARCHS), padding=PADDINGS, optimizer=OPTIMIZERS, loss=LOSSES,
                        schedule=SCHEDULES, lr_multipliers=MULTIPLIERS)
@@ -217,22 +217,22 @@ _TRAINERS = {}
 
 
 def initial_model(config):
-    """The :class:`~srcnn_theano.model.SRCNN` with the config's initial weights (not compiled)."""
-    from .model import SRCNN
+    """The :class:`~srcnn_theano.network.model.SRCNN` with the config's initial weights (not compiled)."""
+    from srcnn_theano.network.model import SRCNN
 
     return SRCNN.from_preset(config.arch, padding=config.padding, init_std=config.init_std,
                              seed=config.seed)
 
 
 def compiled_trainer(config):
-    """A cached :class:`~srcnn_theano.functions.Trainer` for the config's graph.
+    """A cached :class:`~srcnn_theano.network.functions.Trainer` for the config's graph.
 
     Compiling takes seconds to minutes, so one Trainer per (architecture,
     padding, optimizer, momentum, multipliers, loss) is kept per process.
     Its weights and optimizer state are whatever the last user left: call
     :func:`train`, which sets both, rather than using it directly.
     """
-    from .functions import PAPER_LR_MULTIPLIERS, Trainer
+    from srcnn_theano.network.functions import PAPER_LR_MULTIPLIERS, Trainer
 
     key = (config.arch, config.padding, config.optimizer, config.momentum, config.lr_multipliers,
            config.loss)
@@ -396,7 +396,7 @@ def plot_log(log, config):
 
 
 def _weights_of(model, config, provenance=None):
-    from .weights import Weights
+    from srcnn_theano.network.weights import Weights
 
     return Weights(model.get_weights(), dict(model.config), config.scale, provenance)
 
@@ -406,13 +406,13 @@ def _weights_of(model, config, provenance=None):
 # --------------------------------------------------------------------------
 
 def validate(weights, val_images, scale, progress=False):
-    """Whole-image validation with the paper's protocol (:func:`~srcnn_theano.evaluate.evaluate_image`).
+    """Whole-image validation with the paper's protocol (:func:`~srcnn_theano.evaluation.protocol.evaluate_image`).
 
     Parameters
     ----------
-    weights : srcnn_theano.weights.Weights
+    weights : srcnn_theano.network.weights.Weights
     val_images : list of (str, uint8 ndarray)
-        As :func:`~srcnn_theano.patches.load_validation_images` returns.
+        As :func:`~srcnn_theano.patches.store.load_validation_images` returns.
     scale : int
 
     Returns
@@ -420,9 +420,9 @@ def validate(weights, val_images, scale, progress=False):
     dict
         ``{"scale", "images": [{name, bicubic_psnr, srcnn_psnr, bicubic_ssim,
         srcnn_ssim}, ...], "mean": {...}}`` (PSNR in dB), the layout of
-        :func:`~srcnn_theano.evaluate.evaluate_paths`.
+        :func:`~srcnn_theano.evaluation.protocol.evaluate_paths`.
     """
-    from .inference import Predictor
+    from srcnn_theano.network.inference import Predictor
 
     predictor = Predictor(weights)
     rows = []
@@ -451,7 +451,7 @@ class TrainResult:
     best_epoch : int
     best_psnr, bicubic_psnr : float
         Mean validation PSNR (dB) of the best epoch and of bicubic.
-    weights : srcnn_theano.weights.Weights
+    weights : srcnn_theano.network.weights.Weights
         The final weights (``best.npz`` holds the best ones).
     """
 
@@ -531,7 +531,7 @@ def train(config, train_h5, val_dir, out_dir, *, force=False, command=None, prog
     progress : bool
         tqdm bars and per-epoch lines on stderr.
     memory_budget : int
-        Bytes of patches held in memory (:func:`~srcnn_theano.patches.iterate_minibatches`).
+        Bytes of patches held in memory (:func:`~srcnn_theano.patches.store.iterate_minibatches`).
     callback : callable or None
         ``callback(epoch, step, loss)`` after every step (1-based epoch, global step).
     init_weights : str or None
@@ -586,7 +586,7 @@ def train(config, train_h5, val_dir, out_dir, *, force=False, command=None, prog
 
 def _load_init_weights(path, config):
     """Arrays of a weights file to start from; its architecture must be the config's."""
-    from .weights import load
+    from srcnn_theano.network.weights import load
 
     w = load(path)
     if w.name != config.arch or w.architecture["channels"] != 1:
@@ -684,7 +684,7 @@ class _Loop:
                 val_psnr=row["srcnn_psnr"], val_bicubic_psnr=row["bicubic_psnr"],
                 val_dir=st["val_dir"], data=st["data"], config=st["config"], software="srcnn_theano",
                 init_weights=st.get("init_weights"))
-            from .weights import save
+            from srcnn_theano.network.weights import save
 
             save(os.path.join(self.out_dir, "best.npz"), weights)
         self.checkpoint()
@@ -748,18 +748,18 @@ def demo(out_dir="runs/demo", epochs=DEMO_EPOCHS, stride=14, command=None, progr
     """Train the ``fast`` recipe on bundled photographs, x3, and compare with bicubic.
 
     Writes the images, ``train_x3.h5``, the usual run files and
-    ``example.png`` (:func:`srcnn_theano.figure.save_comparison` on the first
+    ``example.png`` (:func:`srcnn_theano.apps.figure.save_comparison` on the first
     held-out photograph) into ``out_dir``, starting over there.
 
     Returns
     -------
     (TrainResult, dict)
         The run, and the :func:`validate` report of ``best.npz`` on the
-        held-out photographs (:func:`srcnn_theano.evaluate.format_table` prints it).
+        held-out photographs (:func:`srcnn_theano.evaluation.protocol.format_table` prints it).
     """
-    from .figure import save_comparison
-    from .inference import Predictor
-    from .weights import load
+    from srcnn_theano.apps.figure import save_comparison
+    from srcnn_theano.network.inference import Predictor
+    from srcnn_theano.network.weights import load
 
     config = TrainConfig.from_preset("fast", epochs=epochs, scale=DEMO_SCALE)
     _make_run_folder(out_dir)

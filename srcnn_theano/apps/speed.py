@@ -3,12 +3,12 @@
 Two measurements, each the median of several timed runs after warm-up:
 
 ``predict``
-    :class:`~srcnn_theano.inference.Predictor` (the library's own path, with
+    :class:`~srcnn_theano.network.inference.Predictor` (the library's own path, with
     its default tiling: tiles of 512, so 512x512 is one call) on one
     ``size x size`` single-channel image, 9-1-5 (64/32 filters), ``same``
     padding.
 ``train_step``
-    One :class:`~srcnn_theano.functions.Trainer` step (SGD with momentum 0.9,
+    One :class:`~srcnn_theano.network.functions.Trainer` step (SGD with momentum 0.9,
     MSE loss) on 64 patches of 33x33, ``same`` padding.
 
 Both report GFLOP/s: the multiply-adds of the convolutions (x 2), for
@@ -101,7 +101,7 @@ def openblas_runtime():
     """Core type and thread count of the OpenBLAS Theano links, when it is one."""
     import ctypes
 
-    from .backend import blas_info
+    from srcnn_theano.backend import blas_info
 
     info = blas_info()
     path = info.get("path")
@@ -148,7 +148,7 @@ def train_step_flops(arch, n, h, w):
 # ------------------------------------------------------------------ workloads
 
 def _architecture(channels=1):
-    from .model import PRESETS
+    from srcnn_theano.network.model import PRESETS
 
     return dict(PRESETS[ARCH], channels=channels)
 
@@ -160,9 +160,9 @@ def build_predict(size, impl="gemm", tile="default", seed=0):
     """
     import numpy as np
 
-    from . import inference
-    from .model import SRCNN
-    from .weights import Weights
+    from srcnn_theano.network import inference
+    from srcnn_theano.network.model import SRCNN
+    from srcnn_theano.network.weights import Weights
 
     arch = _architecture()
     if tile == "default":
@@ -183,8 +183,8 @@ def build_train(batch=PATCHES, patch=PATCH, impl="gemm", seed=0):
     """A no-argument callable running one SGD-momentum step, and facts about it."""
     import numpy as np
 
-    from .functions import Trainer
-    from .model import SRCNN
+    from srcnn_theano.network.functions import Trainer
+    from srcnn_theano.network.model import SRCNN
 
     arch = _architecture()
     model = SRCNN(**arch, padding="same", init_std=None, seed=seed, impl=impl)
@@ -215,7 +215,7 @@ def environment():
     """Versions, BLAS, threads, CPU: what a timing depends on."""
     import numpy as np
 
-    from .backend import blas_info, theano
+    from srcnn_theano.backend import blas_info, theano
 
     env = {"theano": theano.__version__, "numpy": np.__version__,
            "python": platform.python_version(), "blas": blas_info(),
@@ -328,7 +328,7 @@ def add_arguments(p):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m srcnn_theano.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m srcnn_theano.apps.speed", description=__doc__.splitlines()[0])
     add_arguments(p)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -350,7 +350,7 @@ def run_from_args(args):
 
 
 def main(argv=None):
-    """``python -m srcnn_theano.bench`` / the ``bench`` sub-command."""
+    """``python -m srcnn_theano.apps.speed`` / the ``bench`` sub-command."""
     return run_from_args(build_parser().parse_args(argv))
 
 

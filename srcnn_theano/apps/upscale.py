@@ -1,6 +1,6 @@
 """Upscaling real images: SRCNN on Y, bicubic on Cb/Cr and alpha.
 
-Unlike :mod:`srcnn_theano.evaluate`, the input here *is* the low-resolution
+Unlike :mod:`srcnn_theano.evaluation.protocol`, the input here *is* the low-resolution
 image: it is enlarged by ``scale``, nothing is downscaled first.
 
 * Colour (H, W, 3): MATLAB ``rgb2ycbcr`` in floating point, Y enlarged with
@@ -20,11 +20,11 @@ import os
 
 import numpy as np
 
-from .errors import SRCNNError
-from .image_io import expand_inputs, from_float, read_image, to_float, write_image
-from .imresize import imresize
-from .inference import Predictor
-from .ycbcr import rgb2ycbcr, ycbcr2rgb
+from srcnn_theano.errors import SRCNNError
+from srcnn_theano.image.io import expand_inputs, from_float, read_image, to_float, write_image
+from srcnn_theano.image.imresize import imresize
+from srcnn_theano.network.inference import Predictor
+from srcnn_theano.image.ycbcr import rgb2ycbcr, ycbcr2rgb
 
 DEFAULT_TILE = 128  # low-resolution pixels per tile side
 
@@ -105,7 +105,7 @@ def upscale_image(image, scale, predictor, tile=DEFAULT_TILE):
     ----------
     image : ndarray uint8 or uint16, (h, w), (h, w, 3) or (h, w, 4)
     scale : int
-    predictor : srcnn_theano.inference.Predictor
+    predictor : srcnn_theano.network.inference.Predictor
     tile : int or None
         Low-resolution tile side; ``None`` processes the image at once.
         Only the output image and one tile's float buffers are in memory.

@@ -1,0 +1,1 @@
+"""Applications over the library: upscaling photos, figures, the paper-style table, speed timings."""

@@ -1,0 +1,1 @@
+"""The network: Lasagne layers, compiled Theano functions, weights files, whole-image inference."""

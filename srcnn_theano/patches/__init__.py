@@ -1,0 +1,1 @@
+"""Training patches: numpy extraction/augmentation (``extract``) and the HDF5 store (``store``)."""
