@@ -17,7 +17,6 @@ The paper's setup (preset ``paper``, the default whenever data are given)::
 Errors are printed as one ``error: ...`` line on stderr with exit status 2
 (3 when the training diverges, 130 when interrupted).
 """
-import argparse
 import os
 import shlex
 import sys
@@ -29,27 +28,20 @@ if __package__ in (None, ""):
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from srcnn_theano.errors import SRCNNError  # noqa: E402
+from srcnn_theano.errors import ArgumentParser, SRCNNError, run_command  # noqa: E402
 
 RECIPE = ("preset", "arch", "padding", "init", "init_std", "optimizer", "lr", "momentum",
           "lr_multipliers", "loss", "schedule", "batch_size", "seed", "scale", "val", "out",
           "input_size", "stride", "force", "init_weights")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage mistakes as a single ``error:`` line."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def build_parser():
-    from srcnn_theano.network.model import PADDINGS, PRESETS as ARCHS
-    from srcnn_theano.training import LOSSES, MULTIPLIERS, OPTIMIZERS, PRESETS, SCHEDULES
+    from srcnn_theano.network.model import ARCHITECTURES, PADDINGS
+    from srcnn_theano.training.config import LOSSES, MULTIPLIERS, OPTIMIZERS, PRESETS, SCHEDULES
 
     presets = "; ".join(f"{name}: " + ", ".join(f"{k} {'he' if v is None else v}" for k, v in values.items())
                         for name, values in PRESETS.items())
-    p = _Parser(description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
                 epilog=f"Presets ({presets}). Any recipe option overrides the preset's value.")
     data = p.add_argument_group("data")
     src = data.add_mutually_exclusive_group()
@@ -68,7 +60,7 @@ def build_parser():
     data.add_argument("--stride", type=int, help="with --images: patch stride (default 14)")
     rec = p.add_argument_group("recipe (default: the preset's value)")
     rec.add_argument("--preset", choices=tuple(PRESETS), help="default: paper (fast for the demo)")
-    rec.add_argument("--arch", choices=tuple(ARCHS))
+    rec.add_argument("--arch", choices=tuple(ARCHITECTURES))
     rec.add_argument("--padding", choices=PADDINGS, help="of the training convolutions")
     rec.add_argument("--init", choices=("gaussian", "he"), help="weight initialisation")
     rec.add_argument("--init-std", type=float, help="std of the Gaussian init (default 0.001, the paper's)")
@@ -157,6 +149,7 @@ def _run_train(args, command, say):
 
 def _run_demo(args, command, say):
     from srcnn_theano import training
+    from srcnn_theano.evaluation.datasets import SKIMAGE_HELD_OUT, SKIMAGE_TRAIN
     from srcnn_theano.evaluation.protocol import format_table
 
     out = args.out or os.path.join("runs", "demo")
@@ -164,8 +157,8 @@ def _run_demo(args, command, say):
     say(f"demo: SRCNN {training.PRESETS['fast']['arch']} x{training.DEMO_SCALE}, {epochs} epochs of the "
         "'fast' recipe (He init + Adam + cosine, MSE: quicker on a CPU than the paper's SGD, "
         "which is --preset paper)\n"
-        f"  training on scikit-image photographs {', '.join(training.DEMO_TRAIN)}\n"
-        f"  held out: {', '.join(training.DEMO_VAL)}\n  run folder: {out}")
+        f"  training on scikit-image photographs {', '.join(SKIMAGE_TRAIN)}\n"
+        f"  held out: {', '.join(SKIMAGE_HELD_OUT)}\n  run folder: {out}")
     start = time.time()
     result, report = training.demo(out, epochs=epochs, command=command, progress=not args.quiet)
     say(format_table(report))
@@ -177,45 +170,37 @@ def _run_demo(args, command, say):
     return result
 
 
-def main(argv=None):
+def _main(argv):
     args = build_parser().parse_args(argv)
     command = shlex.join(["python", "train.py"] + list(sys.argv[1:] if argv is None else argv))
     say = print
     from srcnn_theano import training
 
-    try:
-        if args.resume:
-            extra = _given(args, RECIPE)
-            if extra:
-                raise SRCNNError(f"--{extra[0].replace('_', '-')} cannot be used with --resume "
-                                 "(the run's settings are in its checkpoint; only --epochs may change)")
-            say(f"resuming {args.resume}")
-            result = training.resume(args.resume, epochs=args.epochs, command=command,
-                                     progress=not args.quiet, memory_budget=args.memory_mb << 20)
-        elif args.train or args.images:
-            result = _run_train(args, command, say)
-        else:
-            extra = [n for n in _given(args, RECIPE) if n not in ("out", "force")]
-            if extra:
-                raise SRCNNError(f"--{extra[0].replace('_', '-')} needs --train or --images "
-                                 "(with no data, train.py runs the demo: only --out, --epochs, --quiet)")
-            _run_demo(args, command, say)
-            return 0
-        say(f"done: best validation PSNR {result.best_psnr:.2f} dB at epoch {result.best_epoch} "
-            f"(bicubic {result.bicubic_psnr:.2f} dB); weights {os.path.join(result.run_dir, 'best.npz')}")
-    except training.DivergedError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except SRCNNError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except training.TrainingInterrupted as e:
-        print(str(e), file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("interrupted before training started", file=sys.stderr)
-        return 130
+    if args.resume:
+        extra = _given(args, RECIPE)
+        if extra:
+            raise SRCNNError(f"--{extra[0].replace('_', '-')} cannot be used with --resume "
+                             "(the run's settings are in its checkpoint; only --epochs may change)")
+        say(f"resuming {args.resume}")
+        result = training.resume(args.resume, epochs=args.epochs, command=command,
+                                 progress=not args.quiet, memory_budget=args.memory_mb << 20)
+    elif args.train or args.images:
+        result = _run_train(args, command, say)
+    else:
+        extra = [n for n in _given(args, RECIPE) if n not in ("out", "force")]
+        if extra:
+            raise SRCNNError(f"--{extra[0].replace('_', '-')} needs --train or --images "
+                             "(with no data, train.py runs the demo: only --out, --epochs, --quiet)")
+        _run_demo(args, command, say)
+        return 0
+    say(f"done: best validation PSNR {result.best_psnr:.2f} dB at epoch {result.best_epoch} "
+        f"(bicubic {result.bicubic_psnr:.2f} dB); weights {os.path.join(result.run_dir, 'best.npz')}")
     return 0
+
+
+def main(argv=None):
+    """Exit status 0, 2 (bad input), 3 (diverged) or 130 (interrupted)."""
+    return run_command(_main, argv)
 
 
 if __name__ == "__main__":

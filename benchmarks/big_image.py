@@ -46,9 +46,9 @@ def reset_peak():
         return False
 
 from srcnn_theano.network.inference import Predictor
-from srcnn_theano.network.model import PRESETS, SRCNN
+from srcnn_theano.network.model import ARCHITECTURES, SRCNN
 from srcnn_theano.network.weights import Weights
-arch = dict(PRESETS['9-1-5'], channels=1)
+arch = dict(ARCHITECTURES['9-1-5'], channels=1)
 w = Weights(SRCNN(**arch, init_std=None, seed=0).get_weights(), arch, scale=cfg['scale'])
 h, wd = cfg['height'], cfg['width']
 yy, xx = np.mgrid[0:h, 0:wd].astype(np.float32)

@@ -8,6 +8,8 @@ runs in its own process, a timing server that has built and warmed up both
 functions, and this script asks them in turn for one timed run at a time
 (alternating which goes first), so a busy machine slows both alike. It
 prints the medians and the Theano / PyTorch ratio (below 1: Theano is faster).
+The Theano server is ``benchmarks/theano_worker.py``; the PyTorch one is this
+script run with ``--torch-worker``.
 
 PyTorch is not a dependency of the project; install it anywhere, e.g.::
 
@@ -140,7 +142,7 @@ def _torch_python(requested):
 
 
 def theano_worker_cmd(python, args, impl):
-    return [python, "-m", "srcnn_theano.apps.speed", "--worker", "--size", str(args.size),
+    return [python, os.path.join(HERE, "theano_worker.py"), "--size", str(args.size),
             "--batch", str(args.batch), "--patch", str(args.patch), "--warmup", str(args.warmup),
             "--impl", impl] + (["--tile", str(args.tile)] if args.tile else [])
 

@@ -35,10 +35,10 @@ t0 = time.perf_counter()
 import json
 import numpy as np
 from srcnn_theano.network.inference import Predictor
-from srcnn_theano.network.model import PRESETS, SRCNN
+from srcnn_theano.network.model import ARCHITECTURES, SRCNN
 from srcnn_theano.network.weights import Weights
 t1 = time.perf_counter()
-arch = dict(PRESETS['9-1-5'], channels=1)
+arch = dict(ARCHITECTURES['9-1-5'], channels=1)
 p = Predictor(Weights(SRCNN(**arch, seed=0).get_weights(), arch))
 t2 = time.perf_counter()
 y = p(np.random.RandomState(0).rand(96, 80).astype(np.float32))

@@ -23,11 +23,11 @@ def skimage_photos(folder):
     import tempfile
 
     sys.path.insert(0, REPO)
-    from srcnn_theano.training import write_demo_images
+    from srcnn_theano.evaluation.datasets import write_skimage_photos
 
     out = os.path.join(folder, "skimage")
     os.makedirs(out, exist_ok=True)
-    for d in write_demo_images(tempfile.mkdtemp()):
+    for d in write_skimage_photos(tempfile.mkdtemp()):
         for name in os.listdir(d):
             shutil.copy(os.path.join(d, name), os.path.join(out, name))
     return out

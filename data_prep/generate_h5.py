@@ -7,7 +7,6 @@ Example, the paper's setting (91 images, x3, 33/21 patches, stride 14)::
 
 Errors are printed as one ``error: ...`` line on stderr with exit status 2.
 """
-import argparse
 import os
 import sys
 
@@ -17,20 +16,14 @@ if __package__ in (None, ""):
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from srcnn_theano.errors import SRCNNError  # noqa: E402
+from srcnn_theano.errors import ArgumentParser, SRCNNError, run_command  # noqa: E402
 from srcnn_theano.image.io import list_images  # noqa: E402
-from srcnn_theano.patches.store import CHANNELS, write_h5  # noqa: E402
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage mistakes as a single ``error:`` line."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see --help)\n")
+from srcnn_theano.patches.extract import CHANNELS  # noqa: E402
+from srcnn_theano.patches.store import write_h5  # noqa: E402
 
 
 def build_parser():
-    p = _Parser(description="Cut shuffled SRCNN training patches (MATLAB generate_train.m) into HDF5.")
+    p = ArgumentParser(description="Cut shuffled SRCNN training patches (MATLAB generate_train.m) into HDF5.")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of training images (e.g. T91)")
     p.add_argument("--scale", required=True, type=int, help="upscaling factor (2, 3, 4, ...)")
     p.add_argument("--output", required=True, metavar="FILE.h5", help="HDF5 file to create")
@@ -50,28 +43,29 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def _main(argv):
     args = build_parser().parse_args(argv)
+    paths = list_images(args.images)
+    if not paths:
+        raise SRCNNError(f"no images in folder: {args.images}")
     try:
-        paths = list_images(args.images)
-        if not paths:
-            raise SRCNNError(f"no images in folder: {args.images}")
         summary = write_h5(args.output, paths, args.scale,
                            input_size=args.input_size, label_size=args.label_size, stride=args.stride,
                            seed=args.seed, drop_partial_chunk=args.drop_partial_chunk,
                            augment=args.augment, channels=args.channels, force=args.force,
                            progress=not args.quiet)
-    except SRCNNError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("error: interrupted; no output written", file=sys.stderr)
-        return 130
+        raise KeyboardInterrupt("error: interrupted; no output written") from None
     dropped = summary.count_extracted - summary.count
     print(f"wrote {summary.count} patches from {summary.images} images to {summary.path}"
           + (f" ({dropped} dropped with the partial chunk)" if dropped else "")
           + (f"; skipped {len(summary.skipped)} image(s)" if summary.skipped else ""))
     return 0
+
+
+def main(argv=None):
+    """Exit status 0, 2 (bad input) or 130 (interrupted)."""
+    return run_command(_main, argv)
 
 
 if __name__ == "__main__":

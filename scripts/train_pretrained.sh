@@ -15,9 +15,9 @@ mkdir -p "$WORK"
 # Validation images: the 7 bundled scikit-image photographs (none is in T91, Set5 or Set14).
 $PY - "$WORK/skimage" <<'PYEOF'
 import os, shutil, sys, tempfile
-from srcnn_theano.training import write_demo_images
+from srcnn_theano.evaluation.datasets import write_skimage_photos
 out = sys.argv[1]; os.makedirs(out, exist_ok=True)
-for d in write_demo_images(tempfile.mkdtemp()):
+for d in write_skimage_photos(tempfile.mkdtemp()):
     for n in os.listdir(d):
         shutil.copy(os.path.join(d, n), os.path.join(out, n))
 PYEOF

@@ -1,15 +1,14 @@
 """Command line: ``python -m srcnn_theano`` / ``srcnn-theano``.
 
 A thin layer over the library: argument parsing, then one library call per
-sub-command. User errors (:class:`SRCNNError`) print ``error: ...`` on one
-line and exit with status 2, never a traceback.
+sub-command, run by :func:`srcnn_theano.errors.run_command` (user errors
+print ``error: ...`` on one line and exit with status 2, never a traceback).
 """
-import argparse
 import json
 import os
 import sys
 
-from srcnn_theano.errors import SRCNNError
+from srcnn_theano.errors import ArgumentParser, SRCNNError, run_command
 
 
 def _weights_and_scale(args):
@@ -44,7 +43,7 @@ def _cmd_upscale(args):
 
     weights, scale = _weights_and_scale(args)
     pairs = output_paths([args.input], args.output)
-    failed = upscale_files(pairs, scale, weights, tile=args.tile)
+    failed = upscale_files(pairs, scale, weights, **({} if args.tile is None else {"tile": args.tile}))
     done = len(pairs) - len(failed)
     if len(pairs) > 1 or not failed:
         print(f"wrote {done} image(s) x{scale} to {args.output}", file=sys.stderr)
@@ -82,7 +81,7 @@ def _cmd_figure(args):
 def _cmd_bench(args):
     from srcnn_theano.apps.speed import run_from_args
 
-    run_from_args(args)
+    return run_from_args(args)
 
 
 def _add_weights_options(p):
@@ -92,7 +91,7 @@ def _add_weights_options(p):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="srcnn-theano", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="srcnn-theano", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser("evaluate", help="PSNR/SSIM of bicubic and SRCNN on ground-truth images "
@@ -107,7 +106,7 @@ def build_parser():
     up.add_argument("input", metavar="INPUT", help="an image file or a folder of images")
     up.add_argument("-o", "--output", required=True,
                     help="output file (format from its extension) or folder")
-    up.add_argument("--tile", type=int, default=128, help="low-resolution tile side (bounded memory)")
+    up.add_argument("--tile", type=int, help="low-resolution tile side (bounded memory; default 128)")
     up.set_defaults(func=_cmd_upscale)
 
     bm = sub.add_parser("benchmark", help="the paper-style table: bicubic, authors' models, ours")
@@ -133,14 +132,11 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def _main(argv):
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except SRCNNError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return args.func(args)
+
+
+def main(argv=None):
+    """``python -m srcnn_theano`` / ``srcnn-theano``: returns the exit status."""
+    return run_command(_main, argv)

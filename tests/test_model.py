@@ -5,18 +5,12 @@ import scipy.ndimage as ndi
 
 from srcnn_theano.network.functions import compile_predict
 from srcnn_theano.network.inference import Predictor, compiled_model
-from srcnn_theano.network.model import PRESETS, SRCNN
+from srcnn_theano.network.model import ARCHITECTURES, SRCNN
 from srcnn_theano.network.weights import Weights
 
-ARCH_935 = dict(PRESETS["9-3-5"], n1=6, n2=4, channels=1)
+from conftest import random_arrays
 
-
-def random_arrays(arch, seed=0):
-    rng = np.random.RandomState(seed)
-    f1, f2, f3, n1, n2, c = (arch[k] for k in ("f1", "f2", "f3", "n1", "n2", "channels"))
-    shapes = {"conv1.W": (n1, c, f1, f1), "conv1.b": (n1,), "conv2.W": (n2, n1, f2, f2),
-              "conv2.b": (n2,), "conv3.W": (c, n2, f3, f3), "conv3.b": (c,)}
-    return {k: rng.normal(0, 0.3, s).astype("float32") for k, s in shapes.items()}
+ARCH_935 = dict(ARCHITECTURES["9-3-5"], n1=6, n2=4, channels=1)
 
 
 def reference_forward(x, arrays, mode):
@@ -68,10 +62,10 @@ def test_kernels_are_not_flipped():
 
 
 def test_output_layer_is_linear_and_shapes_follow_padding():
-    model = SRCNN(**PRESETS["9-1-5"], padding="valid")
+    model = SRCNN(**ARCHITECTURES["9-1-5"], padding="valid")
     assert model.border == 6 and model.output_size(33) == 21
     assert model.layers[-1].nonlinearity is not model.layers[0].nonlinearity
-    arrays = random_arrays(dict(PRESETS["9-1-5"], channels=1))
+    arrays = random_arrays(dict(ARCHITECTURES["9-1-5"], channels=1))
     arrays["conv3.b"][:] = -5.0       # a linear output can go negative, a ReLU cannot
     model.set_weights(arrays)
     y = compile_predict(model)(np.zeros((1, 1, 33, 33), "float32"))
@@ -79,7 +73,7 @@ def test_output_layer_is_linear_and_shapes_follow_padding():
 
 
 def test_presets_and_validation():
-    for name, cfg in PRESETS.items():
+    for name, cfg in ARCHITECTURES.items():
         assert SRCNN.from_preset(name, padding="same").name == name
         assert cfg["n1"] == 64 and cfg["n2"] == 32
     with pytest.raises(ValueError):
@@ -91,9 +85,9 @@ def test_presets_and_validation():
 
 
 def test_init_std_and_he_init():
-    paper = SRCNN(**PRESETS["9-1-5"], init_std=0.001, seed=0).get_weights()
+    paper = SRCNN(**ARCHITECTURES["9-1-5"], init_std=0.001, seed=0).get_weights()
     assert abs(paper["conv1.W"].std() - 0.001) < 1e-4 and not paper["conv1.b"].any()
-    he = SRCNN(**PRESETS["9-1-5"], init_std=None, seed=0).get_weights()
+    he = SRCNN(**ARCHITECTURES["9-1-5"], init_std=None, seed=0).get_weights()
     assert abs(he["conv1.W"].std() - np.sqrt(2 / 81)) < 0.01
 
 
@@ -106,7 +100,7 @@ def test_set_weights_rejects_wrong_shapes():
 
 
 def test_tiled_prediction_equals_untiled():
-    arch = dict(PRESETS["9-1-5"], channels=1)
+    arch = dict(ARCHITECTURES["9-1-5"], channels=1)
     w = Weights(random_arrays(arch, seed=3), arch)
     x = np.random.RandomState(2).rand(70, 53).astype("float32")
     whole = Predictor(w, tile=None)(x)

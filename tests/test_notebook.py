@@ -14,11 +14,12 @@ import time
 
 import pytest
 
+from conftest import REPO
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, "notebooks", "srcnn_walkthrough.ipynb")
 PSNR_LINE = re.compile(r"PSNR \(Y, x(\d), (\w+)\): bicubic (\d+\.\d+) dB, SRCNN (\d+\.\d+) dB")
 CELL_TIMEOUT = 900  # seconds for one cell (the training cell is the longest)

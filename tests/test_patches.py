@@ -1,7 +1,6 @@
-"""Training patches (MATLAB generate_train.m) and the HDF5 writer/reader."""
+"""Training patches (MATLAB generate_train.m: ``patches.extract``) and the HDF5 store (``patches.store``)."""
 import glob
 import hashlib
-import math
 import os
 import subprocess
 import sys
@@ -11,13 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from srcnn_theano.evaluation.datasets import load_ground_truth
+from srcnn_theano.patches import extract as E
 from srcnn_theano.patches import store as P
 from srcnn_theano.errors import SRCNNError
 from srcnn_theano.image.io import list_images, read_image
 from srcnn_theano.image.imresize import imresize
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(REPO, "..", "shared", "data")
+from conftest import REPO, require, require_data
+
 CLI = os.path.join(REPO, "data_prep", "generate_h5.py")
 
 
@@ -53,15 +54,15 @@ def _leftovers(folder):
 def test_image_to_y_matlab_values():
     img = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0]]], np.uint8)
     # MATLAB: round(16 + (65.481 R + 128.553 G + 24.966 B) / 255)
-    np.testing.assert_array_equal(P.image_to_y(img), np.array([[16, 235, 81]]) / 255.0)
+    np.testing.assert_array_equal(E.image_to_planes(img), np.array([[16, 235, 81]]) / 255.0)
     gray = _rng_image((5, 6))
-    np.testing.assert_array_equal(P.image_to_y(gray), gray / 255.0)
+    np.testing.assert_array_equal(E.image_to_planes(gray), gray / 255.0)
 
 
 def test_extract_patches_count_order_and_values():
     img = _rng_image((64, 75))
     y = img / 255.0
-    data, label = P.extract_patches(y, 3)
+    data, label = E.extract_patches(y, 3)
     label_img = y[:63, :75]                                   # modcrop(., 3)
     input_img = imresize(imresize(label_img, scale=1 / 3), output_shape=(63, 75))
     rows, cols = range(0, 63 - 33 + 1, 14), range(0, 75 - 33 + 1, 14)
@@ -77,20 +78,20 @@ def test_extract_patches_count_order_and_values():
 
 
 def test_extract_patches_small_image_count():
-    data, label = P.extract_patches(_rng_image((40, 47)) / 255.0, 2)
+    data, label = E.extract_patches(_rng_image((40, 47)) / 255.0, 2)
     assert len(data) == len(range(0, 40 - 33 + 1, 14)) * len(range(0, 46 - 33 + 1, 14)) == 1
-    data, label = P.extract_patches(_rng_image((34, 60)) / 255.0, 3)   # modcrop -> 33 x 60
+    data, label = E.extract_patches(_rng_image((34, 60)) / 255.0, 3)   # modcrop -> 33 x 60
     assert data.shape == (2, 1, 33, 33) and label.shape == (2, 1, 21, 21)
 
 
 def test_extract_patches_same_padding_and_too_small():
     y = _rng_image((40, 40)) / 255.0
-    data, label = P.extract_patches(y, 2, input_size=33, label_size=33, stride=7)
+    data, label = E.extract_patches(y, 2, input_size=33, label_size=33, stride=7)
     assert data.shape == label.shape == (4, 1, 33, 33)
     np.testing.assert_array_equal(label[1, 0], y[0:33, 7:40].astype(np.float32))
-    data, label = P.extract_patches(_rng_image((35, 80)) / 255.0, 3)  # modcrop -> 33 rows: fits
+    data, label = E.extract_patches(_rng_image((35, 80)) / 255.0, 3)  # modcrop -> 33 rows: fits
     assert len(data) == 4
-    data, label = P.extract_patches(_rng_image((32, 80)) / 255.0, 3)
+    data, label = E.extract_patches(_rng_image((32, 80)) / 255.0, 3)
     assert data.shape == (0, 1, 33, 33) and label.shape == (0, 1, 21, 21)
 
 
@@ -102,31 +103,31 @@ def test_extract_patches_same_padding_and_too_small():
 ])
 def test_extract_patches_bad_geometry(kwargs, match):
     with pytest.raises(SRCNNError, match=match):
-        P.extract_patches(np.zeros((50, 50)), **kwargs)
+        E.extract_patches(np.zeros((50, 50)), **kwargs)
 
 
 def test_rgb_patches():
     img = _rng_image((40, 40, 3))
-    rgb = P.image_to_rgb(img)
-    data, label = P.extract_patches(rgb, 3)
+    rgb = E.image_to_planes(img, "rgb")
+    data, label = E.extract_patches(rgb, 3)
     assert data.shape == (1, 3, 33, 33) and label.shape == (1, 3, 21, 21)
     np.testing.assert_array_equal(label[0, 2], (img[6:27, 6:27, 2] / 255.0).astype(np.float32))
-    gray = P.image_to_rgb(img[:, :, 0])
+    gray = E.image_to_planes(img[:, :, 0], "rgb")
     assert gray.shape == (40, 40, 3) and np.array_equal(gray[..., 0], gray[..., 2])
 
 
 def test_augment_images():
     y = np.arange(12.0).reshape(3, 4) / 12
-    variants = list(P.augment_images(y, downscales=(1.0,)))
+    variants = list(E.augment_images(y, downscales=(1.0,)))
     assert len(variants) == 8
     assert len({v.tobytes() + bytes(v.shape) for v in variants}) == 8
-    assert len(list(P.augment_images(y, flips=True, rotations=False, downscales=(1.0,)))) == 2
-    assert len(list(P.augment_images(y, flips=False, rotations=False, downscales=(1.0,)))) == 1
+    assert len(list(E.augment_images(y, flips=True, rotations=False, downscales=(1.0,)))) == 2
+    assert len(list(E.augment_images(y, flips=False, rotations=False, downscales=(1.0,)))) == 1
     big = _rng_image((50, 40)) / 255.0
-    shapes = [v.shape for v in P.augment_images(big)]
+    shapes = [v.shape for v in E.augment_images(big)]
     assert len(shapes) == 40
     assert shapes[8] == (45, 36) and shapes[-8] == (30, 24)
-    assert all(0 <= v.min() and v.max() <= 1 for v in P.augment_images(big))
+    assert all(0 <= v.min() and v.max() <= 1 for v in E.augment_images(big))
 
 
 # --------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def test_augment_images():
 # --------------------------------------------------------------------------
 
 def _expected_patches(paths, scale=3):
-    parts = [P.extract_patches(P.image_to_y(read_image(p)), scale) for p in paths]
+    parts = [E.extract_patches(E.image_to_planes(read_image(p)), scale) for p in paths]
     return np.concatenate([d for d, _ in parts]), np.concatenate([l for _, l in parts])
 
 
@@ -360,15 +361,15 @@ def test_open_h5_missing_and_not_hdf5(tmp_path):
         assert pf.count == 4 and pf.attrs == {}          # no attrs (e.g. MATLAB files): accepted
 
 
-def test_load_validation_images(tmp_path):
+def test_load_ground_truth(tmp_path):
     _save(tmp_path, "b_GT.png", _rng_image((10, 12, 3)))
     _save(tmp_path, "a.png", _rng_image((8, 9)))
-    images = P.load_validation_images(str(tmp_path))
+    images = load_ground_truth(str(tmp_path))
     assert [n for n, _ in images] == ["a", "b_GT"]
     assert images[1][1].shape == (10, 12, 3) and images[1][1].dtype == np.uint8
     (tmp_path / "e").mkdir()
     with pytest.raises(SRCNNError, match="no images"):
-        P.load_validation_images(str(tmp_path / "e"))
+        load_ground_truth(str(tmp_path / "e"))
 
 
 # --------------------------------------------------------------------------
@@ -376,12 +377,8 @@ def test_load_validation_images(tmp_path):
 # --------------------------------------------------------------------------
 
 def test_t91_x3_patch_count():
-    folder = os.path.join(DATA, "T91")
-    if not glob.glob(os.path.join(folder, "*.bmp")):
-        message = f"T91 images not found in {os.path.normpath(folder)}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    count = sum(len(P.extract_patches(P.image_to_y(read_image(p)), 3)[0]) for p in list_images(folder))
+    folder = require_data("T91")
+    require(glob.glob(os.path.join(folder, "*.bmp")), f"T91 images not found in {folder}")
+    count = sum(len(E.extract_patches(E.image_to_planes(read_image(p)), 3)[0]) for p in list_images(folder))
     assert count == 21884
     assert count // 128 * 128 == 21760          # what the authors' writer keeps

@@ -6,12 +6,21 @@
   forward for every padding, gradients and SGD updates, tiled prediction;
 * the BLAS choice of :mod:`srcnn_theano.backend` (scipy's bundled OpenBLAS,
   or numpy's C API fallback) and Theano's OpenMP give the same numbers;
-* ``python -m srcnn_theano.apps.speed`` prints its JSON as the last line.
+* ``python -m srcnn_theano bench`` prints its JSON as the last line;
+* ``benchmarks/compare_pytorch.py`` starts ``benchmarks/theano_worker.py``
+  and gets timings from it.
+
+Tests that compile whole graphs or start Python processes are marked
+``slow`` (``pytest -m 'not slow'`` skips them).
 """
+import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -21,10 +30,11 @@ from srcnn_theano import backend
 from srcnn_theano.backend import T, theano
 from srcnn_theano.network.functions import Trainer, compile_predict
 from srcnn_theano.network.inference import Predictor
-from srcnn_theano.network.model import PRESETS, SRCNN, corr2d_cnhw, corr2d_strategy
+from srcnn_theano.network.model import ARCHITECTURES, SRCNN, corr2d_cnhw, corr2d_strategy
 from srcnn_theano.network.weights import Weights
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO, random_arrays as shared_random_arrays
+
 
 
 def scipy_corr(x, w, pad):
@@ -63,7 +73,8 @@ def test_strategy_choice():
 ])
 @pytest.mark.parametrize("pad", ["same", "valid"])
 def test_corr2d_cnhw_equals_scipy(strategy, shape, pad):
-    rng = np.random.RandomState(hash((strategy, shape, pad)) % 2 ** 31)
+    # A seed of its own per case, the same in every run (hash() of a str is not).
+    rng = np.random.RandomState(zlib.crc32(repr((strategy, shape, pad)).encode()))
     o, c, f, _ = shape
     x = rng.rand(2, c, 11, 8).astype("float32")
     w = rng.randn(*shape).astype("float32")
@@ -76,12 +87,7 @@ def test_corr2d_cnhw_equals_scipy(strategy, shape, pad):
 
 
 def random_arrays(arch, seed=0, scale=0.3):
-    rng = np.random.RandomState(seed)
-    f1, f2, f3, n1, n2, c = (arch[k] for k in ("f1", "f2", "f3", "n1", "n2", "channels"))
-    shapes = {"conv1.W": (n1, c, f1, f1), "conv1.b": (n1,), "conv2.W": (n2, n1, f2, f2),
-              "conv2.b": (n2,), "conv3.W": (c, n2, f3, f3), "conv3.b": (c,)}
-    return {k: (rng.normal(0, scale, s) / (np.sqrt(np.prod(s[1:])) if len(s) > 1 else 1))
-            .astype("float32") for k, s in shapes.items()}
+    return shared_random_arrays(arch, seed, std=scale, fan_in=True)
 
 
 def both_models(arch, padding, arrays):
@@ -94,8 +100,8 @@ def both_models(arch, padding, arrays):
 
 
 @pytest.mark.parametrize("padding", ["same", "valid", "replicate"])
-@pytest.mark.parametrize("arch", [dict(PRESETS["9-1-5"], channels=1),
-                                  dict(PRESETS["9-3-5"], n1=8, n2=6, channels=3)],
+@pytest.mark.parametrize("arch", [dict(ARCHITECTURES["9-1-5"], channels=1),
+                                  dict(ARCHITECTURES["9-3-5"], n1=8, n2=6, channels=3)],
                          ids=["9-1-5", "9-3-5-rgb"])
 def test_gemm_graph_equals_corrmm_forward(arch, padding):
     arrays = random_arrays(arch, seed=1)
@@ -110,7 +116,7 @@ def test_gemm_graph_equals_corrmm_forward(arch, padding):
 
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_gemm_graph_equals_corrmm_training(padding):
-    arch = dict(PRESETS["9-1-5"], n1=16, n2=8, channels=1)
+    arch = dict(ARCHITECTURES["9-1-5"], n1=16, n2=8, channels=1)
     arrays = random_arrays(arch, seed=3, scale=1.0)
     fast, ref = both_models(arch, padding, arrays)
     rng = np.random.RandomState(4)
@@ -130,7 +136,7 @@ def test_gemm_graph_equals_corrmm_training(padding):
 
 
 def test_gradients_equal_for_every_parameter():
-    arch = dict(PRESETS["9-5-5"], n1=6, n2=5, channels=2)
+    arch = dict(ARCHITECTURES["9-5-5"], n1=6, n2=5, channels=2)
     arrays = random_arrays(arch, seed=5)
     fast, ref = both_models(arch, "same", arrays)
     x = np.random.RandomState(6).rand(3, 2, 13, 15).astype("float32")
@@ -143,7 +149,7 @@ def test_gradients_equal_for_every_parameter():
 
 
 def test_tiled_gemm_prediction_equals_whole_corrmm():
-    arch = dict(PRESETS["9-1-5"], channels=1)
+    arch = dict(ARCHITECTURES["9-1-5"], channels=1)
     arrays = random_arrays(arch, seed=7)
     w = Weights(arrays, arch)
     x = np.random.RandomState(8).rand(75, 61).astype("float32")
@@ -197,6 +203,7 @@ def _bundled_flags():
     return "blas__ldflags=" + backend.bundled_openblas_ldflags(path) if path else None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags,blas,openmp", [
     ("blas__ldflags=", "numpy-c-api", False),                    # the no-BLAS fallback
     (_bundled_flags(), "scipy-bundled-openblas", False),         # without scipy-openblas32
@@ -217,9 +224,10 @@ def test_fallback_blas_and_openmp_give_the_same_numbers(flags, blas, openmp):
     assert got["diff"] < 1e-5 * max(1.0, got["scale"])
 
 
+@pytest.mark.slow
 def test_bench_json_is_the_last_line():
     env = dict(os.environ, PYTHONPATH=REPO)
-    res = subprocess.run([sys.executable, "-m", "srcnn_theano.apps.speed", "--size", "40",
+    res = subprocess.run([sys.executable, "-m", "srcnn_theano", "bench", "--size", "40",
                           "--batch", "4", "--patch", "17", "--repeats", "2", "--warmup", "1",
                           "--json"], env=env, cwd=REPO, capture_output=True, text=True,
                          timeout=900)
@@ -230,6 +238,39 @@ def test_bench_json_is_the_last_line():
     assert out["predict_s"] > 0 and out["train_step_s"] > 0
     assert out["size"] == 40 and out["batch"] == 4 and out["patch"] == 17
     assert out["predict_gflop"] == pytest.approx(2 * 40 * 40 * (64 * 81 + 32 * 64 + 32 * 25) / 1e9)
+
+
+def _load_compare_pytorch():
+    path = os.path.join(REPO, "benchmarks", "compare_pytorch.py")
+    spec = importlib.util.spec_from_file_location("compare_pytorch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_compare_pytorch_runs_the_theano_worker():
+    """The coordinator's command starts benchmarks/theano_worker.py, which answers
+    ``ready`` with its facts, one timing per command, and exits on ``quit``."""
+    cp = _load_compare_pytorch()
+    args = argparse.Namespace(size=40, batch=4, patch=17, warmup=1, tile="24")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    w = cp.Worker("theano-gemm", cp.theano_worker_cmd(sys.executable, args, "gemm"), env)
+    watchdog = threading.Timer(600, w.proc.kill)  # a silent worker fails, not hangs, the test
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        facts = w.wait_ready()
+        times = [w.run("predict"), w.run("train"), w.run("predict")]
+    finally:
+        w.close()
+        watchdog.cancel()
+    assert w.proc.returncode == 0
+    assert facts["size"] == 40 and facts["tile"] == 24 and facts["impl"] == "gemm"
+    assert facts["batch"] == 4 and facts["patch"] == 17
+    assert facts["blas"]["library"] and facts["cpu"]["cores"] >= 1
+    assert all(t > 0 for t in times)
+    assert len(w.times["predict"]) == 2 and len(w.times["train"]) == 1
 
 
 def test_malloc_tuning_is_on_by_default_and_can_be_turned_off():
@@ -249,14 +290,14 @@ def test_malloc_tuning_is_on_by_default_and_can_be_turned_off():
 def test_im2col_folds_the_bias_into_the_product():
     """conv1's bias is a column of the product: no separate add, and its gradient
     comes out of the weight-gradient product (no sum over pixels)."""
-    model = SRCNN(**dict(PRESETS["9-1-5"], channels=1), padding="same")
+    model = SRCNN(**dict(ARCHITECTURES["9-1-5"], channels=1), padding="same")
     loss = T.sum(model.get_output())
     g_b1 = theano.grad(loss, model.layers[0].b)
     f = theano.function([model.input_var], g_b1)
     ops = [type(n.op).__name__ for n in f.maker.fgraph.toposort()]
     assert "Sum" not in ops and ("Dot22" in ops or "Gemm" in ops or "Dot22Scalar" in ops)
     x = np.random.RandomState(0).rand(2, 1, 12, 10).astype("float32")
-    ref = SRCNN(**dict(PRESETS["9-1-5"], channels=1), padding="same", impl="corrmm")
+    ref = SRCNN(**dict(ARCHITECTURES["9-1-5"], channels=1), padding="same", impl="corrmm")
     ref.set_weights(model.get_weights())
     g_ref = theano.function([ref.input_var], theano.grad(T.sum(ref.get_output()),
                                                          ref.layers[0].b))(x)
@@ -291,7 +332,7 @@ def test_shift_ops_c_code_equals_numpy_and_gradients_check(k, pad, flip):
 
 def test_fast_graph_is_small():
     """One node per shift: few nodes, so compiling and loading from the cache is quick."""
-    model = SRCNN(**dict(PRESETS["9-1-5"], channels=1), padding="same")
+    model = SRCNN(**dict(ARCHITECTURES["9-1-5"], channels=1), padding="same")
     f = compile_predict(model)
     assert len(f.maker.fgraph.apply_nodes) < 40
     tr = Trainer(model)

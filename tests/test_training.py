@@ -17,10 +17,14 @@ import pytest
 from PIL import Image
 
 from srcnn_theano import training
+from srcnn_theano.errors import SRCNNError
+from srcnn_theano.evaluation.datasets import SKIMAGE_HELD_OUT
+from srcnn_theano.patches.store import DEFAULT_MEMORY_BUDGET
 from srcnn_theano.patches.store import write_h5
 from srcnn_theano.network.weights import load
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO
+
 CLI = os.path.join(REPO, "train.py")
 
 
@@ -110,15 +114,15 @@ def test_run_folder_contents(data, tmp_path):
     assert prov["val_psnr"] == pytest.approx(result.best_psnr)
     assert len(next(iter(prov["data"]["sources_sha256"].values()))) == 64
     state, _, _ = training.load_checkpoint(str(tmp_path / "last.npz"))
-    assert state["epoch"] == 2 and state["batch"] == 0
-    json.dumps(state["rng_state"])
-    with pytest.raises(training.SRCNNError, match="already holds a run"):
+    assert state.epoch == 2 and state.batch == 0
+    json.dumps(state.rng_state)
+    with pytest.raises(SRCNNError, match="already holds a run"):
         training.train(fast(epochs=1), data["tiny"], data["val"], str(tmp_path), progress=False)
 
 
 @pytest.mark.parametrize("where", ["epoch boundary", "mid-epoch", "mid-epoch streamed"])
 def test_interrupted_and_resumed_run_is_bit_identical(data, tmp_path, where):
-    memory = 20_000 if "streamed" in where else training.DEFAULT_MEMORY_BUDGET  # ~3 patches per block
+    memory = 20_000 if "streamed" in where else DEFAULT_MEMORY_BUDGET  # ~3 patches per block
     cfg = fast(epochs=2)
     steps = -(-81 // cfg.batch_size)  # 6 steps per epoch
     straight = str(tmp_path / "straight")
@@ -130,12 +134,12 @@ def test_interrupted_and_resumed_run_is_bit_identical(data, tmp_path, where):
         training.train(cfg, data["tiny"], data["val"], run, progress=False, memory_budget=memory,
                        callback=_interrupt_at(stop))
     state, _, _ = training.load_checkpoint(os.path.join(run, "last.npz"))
-    assert (state["epoch"], state["batch"]) == ((1, 0) if stop == steps else (0, 3))
+    assert (state.epoch, state.batch) == ((1, 0) if stop == steps else (0, 3))
     assert _weights_bytes(run) != _weights_bytes(straight)
     result = training.resume(run, progress=False, memory_budget=memory)
     assert _weights_bytes(run) == _weights_bytes(straight)
     assert [r["train_loss"] for r in result.log] == \
-        [r["train_loss"] for r in training.load_checkpoint(os.path.join(straight, "last.npz"))[0]["log"]]
+        [r["train_loss"] for r in training.load_checkpoint(os.path.join(straight, "last.npz"))[0].log]
 
 
 def test_resume_extends_a_constant_schedule_exactly(data, tmp_path):
@@ -154,12 +158,12 @@ def test_resume_extends_a_constant_schedule_exactly(data, tmp_path):
 def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
     training.train(fast(epochs=1), data["tiny"], data["val"], str(tmp_path), progress=False)
     before = _weights_bytes(str(tmp_path))
-    monkeypatch.setattr(training, "learning_rate_at", lambda config, step, total: 1e8)
+    monkeypatch.setattr(training.loop, "learning_rate_at", lambda config, step, total: 1e8)
     with pytest.raises(training.DivergedError, match=r"diverged: loss is (nan|inf) .*\(epoch 1\)$"):
         training.resume(str(tmp_path), epochs=2, progress=False)
     assert _weights_bytes(str(tmp_path)) == before
     state, _, _ = training.load_checkpoint(str(tmp_path / "last.npz"))
-    assert state["epoch"] == 1
+    assert state.epoch == 1
 
 
 def test_huge_learning_rate_diverges(data, tmp_path):
@@ -167,7 +171,7 @@ def test_huge_learning_rate_diverges(data, tmp_path):
         training.train(fast(epochs=3, learning_rate=1e8, schedule="constant"), data["tiny"],
                        data["val"], str(tmp_path), progress=False)
     state, _, _ = training.load_checkpoint(str(tmp_path / "last.npz"))
-    assert (state["epoch"], state["batch"], state["step"]) == (0, 0, 0)  # the initial weights
+    assert (state.epoch, state.batch, state.step) == (0, 0, 0)  # the initial weights
 
 
 # --------------------------------------------------------------------------
@@ -228,7 +232,7 @@ def test_command_line_errors_are_one_line(data, tmp_path):
 
 def test_demo_beats_bicubic_on_held_out_photographs(tmp_path):
     result, report = training.demo(str(tmp_path), epochs=3, progress=False)
-    assert [r["name"] for r in report["images"]] == list(training.DEMO_VAL)
+    assert [r["name"] for r in report["images"]] == list(SKIMAGE_HELD_OUT)
     for row in report["images"]:
         assert row["srcnn_psnr"] > row["bicubic_psnr"] + 0.1, row
     assert report["mean"]["srcnn_psnr"] > report["mean"]["bicubic_psnr"] + 0.2
@@ -236,11 +240,9 @@ def test_demo_beats_bicubic_on_held_out_photographs(tmp_path):
     assert load(str(tmp_path / "best.npz")).provenance["epoch"] == result.best_epoch
 
 
-def test_init_weights_start_from_a_given_model(tmp_path):
-    """Fine-tuning: epoch 0 of a run with init_weights is exactly the given model."""
-    import numpy as np
-
-    from srcnn_theano import training
+def test_init_weights_start_from_a_given_model(data, tmp_path):
+    """Fine-tuning: a run with init_weights trains from exactly the given model."""
+    from srcnn_theano.files import sha256_file
     from srcnn_theano.network.weights import Weights, save
 
     arch = dict(f1=9, f2=1, f3=5, n1=64, n2=32, channels=1)
@@ -250,8 +252,16 @@ def test_init_weights_start_from_a_given_model(tmp_path):
     arrays = {k: rng.normal(0, 0.01, s).astype("float32") for k, s in shapes.items()}
     path = str(tmp_path / "start.npz")
     save(path, Weights(arrays, arch, 3))
-    config = training.TrainConfig.from_preset("fast", scale=3)
-    assert np.array_equal(training._load_init_weights(path, config)["conv1.W"], arrays["conv1.W"])
+    # One epoch at a negligible learning rate: the weights stay where the run started.
+    config = fast(epochs=1, optimizer="sgd", learning_rate=1e-12, schedule="constant")
+    result = training.train(config, data["tiny"], data["val"], str(tmp_path / "run"),
+                            progress=False, init_weights=path)
+    for key, start in arrays.items():
+        np.testing.assert_allclose(result.weights.arrays[key], start, rtol=0, atol=1e-6)
+    assert result.log[0]["srcnn_psnr"] < result.log[0]["bicubic_psnr"]  # random model, untrained
+    assert load(str(tmp_path / "run" / "best.npz")).provenance["init_weights"]["sha256"] == \
+        sha256_file(path)
     other = training.TrainConfig.from_preset("fast", scale=3, arch="9-5-5")
-    with pytest.raises(training.SRCNNError, match="9-1-5 model"):
-        training._load_init_weights(path, other)
+    with pytest.raises(SRCNNError, match="9-1-5 model"):
+        training.train(other, data["tiny"], data["val"], str(tmp_path / "other"), progress=False,
+                       init_weights=path)

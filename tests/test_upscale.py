@@ -7,37 +7,29 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srcnn_theano.errors import SRCNNError
 from srcnn_theano.image.imresize import imresize
+from srcnn_theano.image.ycbcr import rgb2ycbcr, ycbcr2rgb
 from srcnn_theano.network.inference import Predictor
-from srcnn_theano.network.model import PRESETS
 from srcnn_theano.apps.upscale import upscale_float, upscale_image
 from srcnn_theano.network.weights import Weights, save
 
-from conftest import REPO
+from conftest import ARCH_915, REPO, random_arrays
 
 
 @pytest.fixture(scope="module")
 def weights():
     """A small random 9-1-5 (full size n1/n2), scale 2."""
-    return Weights(random_arrays(), dict(PRESETS["9-1-5"], channels=1), scale=2)
-
-
-def random_arrays():
-    rng = np.random.RandomState(0)
-    shapes = {"conv1.W": (64, 1, 9, 9), "conv1.b": (64,), "conv2.W": (32, 64, 1, 1),
-              "conv2.b": (32,), "conv3.W": (1, 32, 5, 5), "conv3.b": (1,)}
-    return {k: rng.normal(0, 0.05, s).astype("float32") for k, s in shapes.items()}
+    return Weights(random_arrays(ARCH_915, std=0.05), ARCH_915, scale=2)
 
 
 @pytest.fixture(scope="module")
 def identity():
     """A 9-1-5 whose output equals its (non-negative) input: SRCNN(bicubic) = bicubic."""
-    arrays = {k: np.zeros_like(v) for k, v in random_arrays().items()}
+    arrays = {k: np.zeros_like(v) for k, v in random_arrays(ARCH_915).items()}
     arrays["conv1.W"][0, 0, 4, 4] = 1.0
     arrays["conv2.W"][0, 0, 0, 0] = 1.0
     arrays["conv3.W"][0, 0, 2, 2] = 1.0
-    return Weights(arrays, dict(PRESETS["9-1-5"], channels=1), scale=2)
+    return Weights(arrays, ARCH_915, scale=2)
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +71,24 @@ def test_tiled_image_equals_untiled_image(weights):
 
 
 def test_only_y_goes_through_the_network(weights):
-    """Gray in -> SRCNN(bicubic(gray)); the chroma of a colour image is plain bicubic."""
+    """Gray in -> SRCNN(bicubic(gray)); colour: SRCNN on Y, the chroma plain bicubic."""
     pred = Predictor(weights, tile=None)
     gray = photo((20, 24))
     out = upscale_image(gray, 2, pred)
     expect = pred(imresize(gray / 255.0, 2))
     assert out.shape == (40, 48) and out.dtype == np.uint8
     assert np.abs(out.astype(float) - np.clip(expect, 0, 1) * 255).max() <= 0.5 + 1e-3
+
+    rgb = np.random.RandomState(3).randint(0, 256, (20, 24, 3)).astype(np.uint8)
+    up = imresize(rgb2ycbcr(rgb / 255.0), 2)                 # Y, Cb, Cr all bicubic ...
+    up[..., 0] = pred(up[..., 0])                             # ... then SRCNN on Y only
+    expect = np.clip(ycbcr2rgb(up), 0, 1) * 255
+    out = upscale_image(rgb, 2, pred)
+    assert out.shape == (40, 48, 3)
+    assert np.abs(out - expect).max() <= 0.5 + 1e-3
+    sr_chroma = up.copy()
+    sr_chroma[..., 1:] = np.stack([pred(up[..., c]) for c in (1, 2)], axis=2)
+    assert np.abs(out - np.clip(ycbcr2rgb(sr_chroma), 0, 1) * 255).max() > 5  # the test can tell
 
 
 @pytest.mark.parametrize("mode,shape,dtype", [

@@ -10,7 +10,8 @@ import os
 
 from srcnn_theano.errors import SRCNNError
 from srcnn_theano.evaluation.protocol import evaluate_paths
-from srcnn_theano.image.io import atomic_write_bytes, list_images
+from srcnn_theano.files import atomic_write_bytes
+from srcnn_theano.image.io import list_images
 from srcnn_theano.network.weights import load, load_default, pretrained_path
 
 AUTHORS_ARCHS = ("9-1-5(91 images)", "9-5-5(ImageNet)")

@@ -8,9 +8,10 @@ import io
 
 import numpy as np
 
-from srcnn_theano.evaluation.protocol import bicubic_degrade, evaluate_image
-from srcnn_theano.image.io import atomic_write_bytes, from_float, to_float
-from srcnn_theano.image.imresize import modcrop
+from srcnn_theano.evaluation.protocol import evaluate_image
+from srcnn_theano.files import atomic_write_bytes
+from srcnn_theano.image.imresize import degrade, modcrop
+from srcnn_theano.image.units import from_float, to_float
 from srcnn_theano.image.ycbcr import rgb2ycbcr, ycbcr2rgb
 
 
@@ -27,7 +28,7 @@ def comparison_panels(image, scale, predictor, name="image"):
     if image.ndim == 2:
         return [("ground truth", ys["gt"]), ("bicubic", ys["bicubic"]), ("SRCNN", ys["srcnn"])], report
     hr = to_float(modcrop(image[..., :3], scale))
-    bic = np.clip(bicubic_degrade(hr, scale), 0, 1)
+    bic = np.clip(degrade(hr, scale), 0, 1)
     ycc = rgb2ycbcr(bic)
     ycc[..., 0] = to_float(ys["srcnn"])  # MATLAB's Y in uint8 units, as a float in [0, 1]
     panels = [("ground truth", from_float(hr)), ("bicubic", from_float(bic)),

@@ -24,17 +24,14 @@ With ``--json`` the last line printed is one JSON object::
 
     {"predict_s": ..., "train_step_s": ..., "predict_gflops": ..., ...}
 
-``--worker`` turns the process into a timing server for
-``benchmarks/compare_pytorch.py``: it builds the two functions, answers
-``ready`` and then times one run per line read (``predict`` / ``train`` /
-``quit``), so that two frameworks can be measured interleaved.
+:func:`build_predict` and :func:`build_train` are also what
+``benchmarks/theano_worker.py`` (the Theano timing server of
+``benchmarks/compare_pytorch.py``) times.
 """
-import argparse
 import json
 import os
 import platform
 import statistics
-import sys
 import time
 
 ARCH = "9-1-5"
@@ -148,9 +145,9 @@ def train_step_flops(arch, n, h, w):
 # ------------------------------------------------------------------ workloads
 
 def _architecture(channels=1):
-    from srcnn_theano.network.model import PRESETS
+    from srcnn_theano.network.model import ARCHITECTURES
 
-    return dict(PRESETS[ARCH], channels=channels)
+    return dict(ARCHITECTURES[ARCH], channels=channels)
 
 
 def build_predict(size, impl="gemm", tile="default", seed=0):
@@ -166,7 +163,7 @@ def build_predict(size, impl="gemm", tile="default", seed=0):
 
     arch = _architecture()
     if tile == "default":
-        tile = inference.DEFAULT_TILE
+        tile = inference.PREDICT_TILE
     model = SRCNN(**arch, padding="same", init_std=None, seed=seed)
     weights = Weights(model.get_weights(), arch)
     t0 = time.perf_counter()
@@ -254,32 +251,6 @@ def run_bench(size=512, batch=PATCHES, patch=PATCH, repeats=7, warmup=2, impl="g
     return out
 
 
-def worker(args, stdin=sys.stdin, stdout=sys.stdout):
-    """Timing server for ``benchmarks/compare_pytorch.py`` (see the module docstring)."""
-    fns, facts = {}, {}
-    if "predict" in args.what:
-        fns["predict"], f = build_predict(args.size, impl=args.impl, tile=args.tile)
-        facts.update(f)
-    if "train" in args.what:
-        fns["train"], f = build_train(args.batch, args.patch, impl=args.impl)
-        facts.update(f)
-    for fn in fns.values():
-        for _ in range(args.warmup):
-            fn()
-    facts.update(environment())
-    stdout.write(json.dumps({"ready": True, **facts}) + "\n")
-    stdout.flush()
-    for line in stdin:
-        cmd = line.strip()
-        if cmd == "quit" or not cmd:
-            break
-        t0 = time.perf_counter()
-        fns[cmd]()
-        stdout.write(json.dumps({"t": time.perf_counter() - t0}) + "\n")
-        stdout.flush()
-    return 0
-
-
 def format_text(res):
     lines = [f"SRCNN {res['architecture']} ({res['padding']} padding), Theano {res['theano']}, "
              f"BLAS: {res['blas']['library']}"
@@ -303,8 +274,9 @@ def format_text(res):
     return "\n".join(lines)
 
 
-def _tile_arg(value):
-    if value in ("default",):
+def tile_arg(value):
+    """``--tile``: 'default', 'none' / '0' (no tiling) or a side in pixels."""
+    if value == "default":
         return value
     if value.lower() in ("none", "0"):
         return None
@@ -312,7 +284,7 @@ def _tile_arg(value):
 
 
 def add_arguments(p):
-    """The ``bench`` options, for this module's parser and the CLI's sub-parser."""
+    """Add the ``bench`` options to ``p`` (the CLI's ``bench`` sub-parser); return it."""
     p.add_argument("--size", type=int, default=512, help="predict on a SIZE x SIZE image (512)")
     p.add_argument("--batch", type=int, default=PATCHES, help="patches per training step (64)")
     p.add_argument("--patch", type=int, default=PATCH, help="training patch side (33)")
@@ -320,26 +292,16 @@ def add_arguments(p):
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     p.add_argument("--impl", choices=("gemm", "corrmm"), default="gemm",
                    help="convolution graph (corrmm: Theano's CorrMM, the slow reference)")
-    p.add_argument("--tile", type=_tile_arg, default="default",
+    p.add_argument("--tile", type=tile_arg, default="default",
                    help="Predictor tile side, 'none' for no tiling (default: the library's)")
     p.add_argument("--only", choices=("predict", "train"), help="run one of the two")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return p
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog="python -m srcnn_theano.apps.speed", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    return p
-
-
 def run_from_args(args):
     """Run what parsed ``bench`` arguments ask for; print; return the exit status."""
     what = (args.only,) if args.only else ("predict", "train")
-    if getattr(args, "worker", False):
-        args.what = what
-        return worker(args)
     res = run_bench(size=args.size, batch=args.batch, patch=args.patch, repeats=args.repeats,
                     warmup=args.warmup, impl=args.impl, tile=args.tile, what=what)
     if args.json:
@@ -347,12 +309,3 @@ def run_from_args(args):
     else:
         print(format_text(res))
     return 0
-
-
-def main(argv=None):
-    """``python -m srcnn_theano.apps.speed`` / the ``bench`` sub-command."""
-    return run_from_args(build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,12 +21,13 @@ import os
 import numpy as np
 
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.image.io import expand_inputs, from_float, read_image, to_float, write_image
+from srcnn_theano.image.io import expand_inputs, read_image, write_image
+from srcnn_theano.image.units import from_float, to_float
 from srcnn_theano.image.imresize import imresize
 from srcnn_theano.network.inference import Predictor
 from srcnn_theano.image.ycbcr import rgb2ycbcr, ycbcr2rgb
 
-DEFAULT_TILE = 128  # low-resolution pixels per tile side
+LR_TILE = 128  #: low-resolution pixels per tile side
 
 
 def _to_planes(f):
@@ -86,7 +87,7 @@ def _upscale_tiles(src, scale, predictor, tile, prepare, finish, out):
     return out
 
 
-def upscale_float(planes, scale, predictor, tile=DEFAULT_TILE):
+def upscale_float(planes, scale, predictor, tile=LR_TILE):
     """The tiled pipeline on float planes (h, w, C) in [0, 1] (Y/gray first).
 
     Returns (h*scale, w*scale, C) float64, not clipped; with ``tile=None``
@@ -98,7 +99,7 @@ def upscale_float(planes, scale, predictor, tile=DEFAULT_TILE):
     return _upscale_tiles(planes, scale, predictor, tile, same, same, out)
 
 
-def upscale_image(image, scale, predictor, tile=DEFAULT_TILE):
+def upscale_image(image, scale, predictor, tile=LR_TILE):
     """Enlarge an image by an integer ``scale``.
 
     Parameters
@@ -142,7 +143,7 @@ def output_paths(inputs, output):
     return [(p, os.path.join(output, os.path.basename(p))) for p in files]
 
 
-def upscale_files(pairs, scale, weights, tile=DEFAULT_TILE, progress=True):
+def upscale_files(pairs, scale, weights, tile=LR_TILE, progress=True):
     """Upscale (input, output) file pairs; bad inputs are collected, not fatal.
 
     Returns

@@ -2,7 +2,9 @@
 
 For each ground-truth image:
 
-1. Y channel of MATLAB's ``rgb2ycbcr`` (uint8); grayscale images as they are.
+1. Y channel of MATLAB's ``rgb2ycbcr`` (uint8); grayscale images as they are
+   (:func:`srcnn_theano.image.ycbcr.y_channel`, which training uses too;
+   16-bit images are evaluated at 8 bits).
 2. ``modcrop`` to a multiple of the scale, then ``im2double`` (float in [0, 1]).
 3. MATLAB bicubic down by ``1/scale``, then up by ``scale`` (antialiased).
 4. SRCNN on the bicubic image (replicate padding, as ``imfilter``).
@@ -12,24 +14,24 @@ For each ground-truth image:
    pixels; means over images are means of the per-image values.
 """
 import os
+import sys
 
 import numpy as np
 
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.image.io import from_float, read_image, to_float
-from srcnn_theano.image.imresize import degrade as bicubic_degrade  # step 3
-from srcnn_theano.image.imresize import modcrop
-from srcnn_theano.network.inference import Predictor
 from srcnn_theano.evaluation.metrics import psnr, shave, ssim
-from srcnn_theano.image.ycbcr import rgb2y
+from srcnn_theano.image.imresize import degrade, modcrop
+from srcnn_theano.image.io import read_image
+from srcnn_theano.image.units import from_float
+from srcnn_theano.image.ycbcr import y_channel
+from srcnn_theano.network.inference import Predictor
+
+METRICS = ("bicubic_psnr", "srcnn_psnr", "bicubic_ssim", "srcnn_ssim")
 
 
 def ground_truth_y(image, scale):
     """Steps 1-2: uint8/uint16 image -> modcropped Y, float64 (H, W) in [0, 1]."""
-    y = rgb2y(image)
-    if y.dtype == np.uint16:
-        y = from_float(to_float(y))  # evaluate 16-bit files at 8 bits, as the papers do
-    return to_float(modcrop(y, scale))
+    return modcrop(y_channel(image), scale)
 
 
 def check_size(image, scale, name="image"):
@@ -41,7 +43,7 @@ def check_size(image, scale, name="image"):
 
 
 def evaluate_image(image, scale, predictor, name="image"):
-    """Evaluate one ground-truth image (uint8 (H, W) or (H, W, 3)).
+    """Evaluate one ground-truth image (uint8/uint16, (H, W) or (H, W, 3)).
 
     Returns
     -------
@@ -51,7 +53,7 @@ def evaluate_image(image, scale, predictor, name="image"):
     """
     check_size(image, scale, name)
     y = ground_truth_y(image, scale)
-    bic = bicubic_degrade(y, scale)
+    bic = degrade(y, scale)
     sr = predictor(bic)
     gt8, bic8, sr8 = from_float(y), from_float(bic), from_float(sr)
     g, b, s = (shave(a, scale) for a in (gt8, bic8, sr8))
@@ -60,37 +62,48 @@ def evaluate_image(image, scale, predictor, name="image"):
             "images": {"gt": gt8, "bicubic": bic8, "srcnn": sr8}}
 
 
-METRICS = ("bicubic_psnr", "srcnn_psnr", "bicubic_ssim", "srcnn_ssim")
+def evaluate_images(images, scale, weights, progress=False):
+    """Evaluate ``(name, image)`` pairs with ``weights``; returns the JSON-ready report.
 
-
-def evaluate_paths(paths, scale, weights, progress=False):
-    """Evaluate image files with ``weights``; returns the JSON-ready report.
+    Parameters
+    ----------
+    images : list of (str, ndarray)
+        Ground-truth images as :func:`srcnn_theano.image.io.read_image` gives them.
+    scale : int
+    weights : srcnn_theano.network.weights.Weights
+    progress : bool
+        A tqdm bar on stderr.
 
     Returns
     -------
     dict ``{"scale", "images": [{name, bicubic_psnr, srcnn_psnr, bicubic_ssim,
-    srcnn_ssim}, ...], "mean": {...}}``
+    srcnn_ssim}, ...], "mean": {...}}``, PSNR in dB.
     """
+    from tqdm import tqdm
+
     weights.check_scale(scale)
-    images = [(os.path.basename(p), read_image(p)) for p in paths]
     for name, img in images:  # fail before compiling anything
         check_size(img, scale, name)
     predictor = Predictor(weights)
     rows = []
-    it = images
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(images, desc=f"evaluate x{scale}", unit="img", leave=False, disable=None)
-    for name, img in it:
-        r = evaluate_image(img, scale, predictor, name=name)
-        r.pop("images")
-        rows.append(r)
+    for name, img in tqdm(images, desc=f"evaluate x{scale}", unit="img", leave=False,
+                          disable=not progress or None, file=sys.stderr):
+        row = evaluate_image(img, scale, predictor, name=name)
+        row.pop("images")
+        rows.append(row)
     mean = {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
     return {"scale": int(scale), "images": rows, "mean": mean}
 
 
+def evaluate_paths(paths, scale, weights, progress=False):
+    """:func:`evaluate_images` on image files, each named by its file name."""
+    weights.check_scale(scale)
+    return evaluate_images([(os.path.basename(p), read_image(p)) for p in paths], scale, weights,
+                           progress)
+
+
 def format_table(report):
-    """A readable text table of an :func:`evaluate_paths` report."""
+    """A readable text table of an :func:`evaluate_images` report."""
     lines = [f"x{report['scale']}  {'image':<16} {'bicubic PSNR':>12} {'SRCNN PSNR':>11} "
              f"{'bicubic SSIM':>12} {'SRCNN SSIM':>11}"]
     for r in report["images"] + [dict(report["mean"], name="mean")]:

@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from srcnn_theano.image.units import matlab_round
+
 
 def cubic(x):
     """Keys bicubic kernel with ``a = -0.5`` (MATLAB's ``cubic``).
@@ -108,12 +110,6 @@ def _resize_along(img, axis, weights, indices):
     return np.moveaxis(out, 0, axis)
 
 
-def _round_uint8(x):
-    """MATLAB's double -> uint8 cast: round half away from zero, saturate (kept as float64)."""
-    f = np.floor(x)
-    return np.clip(f + (x - f >= 0.5), 0, 255)   # exact, unlike floor(x + 0.5)
-
-
 def imresize(img, scale=None, output_shape=None, antialiasing=True, padding="symmetric"):
     """MATLAB ``imresize(img, scale, 'bicubic')`` (or ``imresize(img, [h w], 'bicubic')``).
 
@@ -169,7 +165,7 @@ def imresize(img, scale=None, output_shape=None, antialiasing=True, padding="sym
     for k, axis in enumerate(order):
         out = _resize_along(out, axis, *contributions[axis])
         if img.dtype == np.uint8:
-            out = _round_uint8(out)
+            out = np.clip(matlab_round(out), 0, 255)  # MATLAB stores each pass as uint8
         elif img.dtype == np.float32:
             out = out.astype(np.float32).astype(np.float64)
     if img.dtype == np.uint8:

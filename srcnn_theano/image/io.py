@@ -2,16 +2,17 @@
 
 Arrays returned here are ``(H, W)`` for grayscale and ``(H, W, C)`` with
 channels in RGB(A) order, dtype ``uint8`` or ``uint16`` exactly as stored.
-Palette images come back as RGB(A). Writing is atomic: the file appears
-complete under its name or not at all.
+Palette images come back as RGB(A). Writing is atomic (:mod:`srcnn_theano.files`):
+the file appears complete under its name or not at all. Conversions to and
+from 0-1 floats are in :mod:`srcnn_theano.image.units`.
 """
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from srcnn_theano.errors import SRCNNError
+from srcnn_theano.files import atomic_output, atomic_write_bytes
 
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
 
@@ -88,7 +89,7 @@ def read_image(path):
 
 
 def write_image(path, arr):
-    """Write ``arr`` (uint8 or uint16; (H, W) or (H, W, 3|4)) atomically.
+    """Write ``arr`` (uint8 or uint16; (H, W) or (H, W, 3|4)) atomically (:mod:`srcnn_theano.files`).
 
     The format follows the file extension. JPEG cannot hold alpha or 16 bits:
     such images are rejected with :class:`SRCNNError` rather than silently changed.
@@ -96,81 +97,30 @@ def write_image(path, arr):
     ext = os.path.splitext(path)[1].lower()
     if not ext:
         raise SRCNNError(f"output needs an image extension (.png, .jpg, ...): {path}")
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None:
+        raise SRCNNError(f"unknown image extension {ext}: {path}")
     if arr.dtype == np.uint16:
         if ext not in (".png", ".tif", ".tiff"):
             raise SRCNNError(f"16-bit images can only be written as PNG or TIFF, not {ext}: {path}")
-        if arr.ndim == 2:
-            im = Image.fromarray(arr.astype(np.uint16), mode="I;16")
-        else:
-            _write_cv2_16bit(path, arr)
+        if arr.ndim == 3:
+            atomic_write_bytes(path, _encode_cv2_16bit(path, arr))
             return
+        im = Image.fromarray(arr, mode="I;16")
     else:
         if ext in (".jpg", ".jpeg") and arr.ndim == 3 and arr.shape[2] == 4:
             raise SRCNNError(f"JPEG cannot store an alpha channel: {path}")
         im = Image.fromarray(arr)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=folder)
-    os.close(fd)
-    try:
-        fmt = Image.registered_extensions().get(ext)
-        if fmt is None:
-            raise SRCNNError(f"unknown image extension {ext}: {path}")
+    with atomic_output(path, suffix=ext) as tmp:
         im.save(tmp, format=fmt)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise SRCNNError(f"cannot write {path}: {e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
-def _write_cv2_16bit(path, arr):
-    """16-bit colour via OpenCV (Pillow cannot write 16-bit RGB)."""
+def _encode_cv2_16bit(path, arr):
+    """16-bit colour encoded by OpenCV (Pillow cannot write 16-bit RGB)."""
     import cv2
 
-    ext = os.path.splitext(path)[1].lower()
     bgr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]
-    ok, buf = cv2.imencode(ext, np.ascontiguousarray(bgr))
+    ok, buf = cv2.imencode(os.path.splitext(path)[1].lower(), np.ascontiguousarray(bgr))
     if not ok:
         raise SRCNNError(f"cannot encode {path}")
-    atomic_write_bytes(path, buf.tobytes())
-
-
-def _umask_mode():
-    """The mode a plainly created file gets (0o666 less the umask); mkstemp's is 0o600."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` through a temporary file in the same folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    except OSError as e:
-        raise SRCNNError(f"cannot write {path}: {e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def to_float(arr):
-    """uint8/uint16 -> float64 in [0, 1] (MATLAB ``im2double``)."""
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float64) / 255.0
-    if arr.dtype == np.uint16:
-        return arr.astype(np.float64) / 65535.0
-    raise TypeError(f"expected uint8 or uint16, got {arr.dtype}")
-
-
-def from_float(x, dtype=np.uint8):
-    """Float in [0, 1] -> uint8/uint16, clipped and rounded half away from zero as MATLAB."""
-    peak = 255.0 if dtype == np.uint8 else 65535.0
-    return np.floor(np.clip(x, 0.0, 1.0) * peak + 0.5).astype(dtype)
+    return buf.tobytes()

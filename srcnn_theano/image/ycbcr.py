@@ -21,6 +21,8 @@ Units, by input dtype (as in MATLAB):
 """
 import numpy as np
 
+from srcnn_theano.image.units import matlab_cast, to_float, to_uint8
+
 # ycbcr = ORIG_T @ rgb + ORIG_OFFSET for rgb in [0, 1] and ycbcr in [0, 255].
 ORIG_T = np.array([[65.481, 128.553, 24.966],
                    [-37.797, -74.203, 112.0],
@@ -44,14 +46,8 @@ def _class(img):
 
 
 def _to_class(x, cls):
-    """MATLAB's cast of double to ``cls``: round half away from zero, saturate."""
-    if cls == "float":
-        return x
-    info = np.iinfo(cls)
-    a = np.abs(x)
-    f = np.floor(a)
-    x = np.copysign(f + (a - f >= 0.5), x)   # exact, unlike floor(a + 0.5)
-    return np.clip(x, info.min, info.max).astype(cls)
+    """MATLAB's cast of double to ``cls`` (:func:`~srcnn_theano.image.units.matlab_cast`)."""
+    return x if cls == "float" else matlab_cast(x, cls)
 
 
 def _lincomb(img, T, offset, cls):
@@ -150,3 +146,31 @@ def rgb2y(img):
     c = img.astype(np.float64)
     y = T[0, 0] * c[..., 0] + T[0, 1] * c[..., 1] + T[0, 2] * c[..., 2] + off_scale * ORIG_OFFSET[0]
     return _to_class(y, cls)
+
+
+def y_channel(img):
+    """The Y plane SRCNN is trained and evaluated on: the one Y path of the pipeline.
+
+    MATLAB's ``im2double(rgb2ycbcr(img)(:, :, 1))`` on 8-bit images, as the
+    authors' ``generate_train.m`` and test code compute it. Patch extraction
+    (:mod:`srcnn_theano.patches.extract`) and evaluation
+    (:mod:`srcnn_theano.evaluation.protocol`) both call this, so an image
+    gives the same Y in training and in evaluation.
+
+    Parameters
+    ----------
+    img : ndarray, uint8 or uint16, shape (H, W) or (H, W, 1|3|4)
+        Grayscale is used as it is; RGBA uses the RGB part. 16-bit images
+        are treated like 8-bit ones: Y is computed in 16 bits (MATLAB's
+        uint16 ``rgb2ycbcr``) and reduced to 8-bit levels (``im2uint8``), as
+        the papers evaluate at 8 bits.
+
+    Returns
+    -------
+    ndarray, float64, shape (H, W)
+        Y in [0, 1] on the 256 levels of uint8 (16/255 .. 235/255 for colour).
+    """
+    img = np.asarray(img)
+    if img.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"expected a uint8 or uint16 image, got {img.dtype}")
+    return to_float(to_uint8(rgb2y(img)))

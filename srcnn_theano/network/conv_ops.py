@@ -24,7 +24,7 @@ import numpy as np
 
 from srcnn_theano.backend import T, theano
 
-__all__ = ["ShiftStack", "ShiftSum", "shift_stack", "shift_sum"]
+__all__ = ["ShiftStack", "ShiftSum"]
 
 _COMMON_C = """
 #define SRCNN_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -265,13 +265,3 @@ class ShiftSum(_ShiftOp):
             }}
         }}
         }}"""
-
-
-def shift_stack(x, k, pad, flip=False, ones_row=False):
-    """``ShiftStack(k, pad, flip, ones_row)(x)``."""
-    return ShiftStack(k, pad, flip, ones_row)(x)
-
-
-def shift_sum(z, k, pad, flip=False):
-    """``ShiftSum(k, pad, flip)(z)``."""
-    return ShiftSum(k, pad, flip)(z)

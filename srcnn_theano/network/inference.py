@@ -15,7 +15,7 @@ from srcnn_theano.network.functions import compile_predict
 from srcnn_theano.network.model import SRCNN
 
 _COMPILED = {}
-DEFAULT_TILE = 512
+PREDICT_TILE = 512  #: output pixels per tile side of one compiled-function call
 
 
 def compiled_model(architecture, padding="replicate", impl=None):
@@ -43,7 +43,7 @@ class Predictor:
         default (``gemm`` on the CPU).
     """
 
-    def __init__(self, weights, padding="replicate", tile=DEFAULT_TILE, impl=None):
+    def __init__(self, weights, padding="replicate", tile=PREDICT_TILE, impl=None):
         if padding == "valid":
             raise ValueError("whole-image prediction needs 'replicate' or 'same' padding")
         self.weights = weights

@@ -55,7 +55,7 @@ import numpy as np
 from srcnn_theano.backend import T, lasagne, on_gpu
 from srcnn_theano.network.conv_ops import ShiftStack, ShiftSum
 
-PRESETS = {
+ARCHITECTURES = {
     "9-1-5": dict(f1=9, f2=1, f3=5, n1=64, n2=32),
     "9-3-5": dict(f1=9, f2=3, f3=5, n1=64, n2=32),
     "9-5-5": dict(f1=9, f2=5, f3=5, n1=64, n2=32),
@@ -133,17 +133,6 @@ def corr2d_cnhw(x, W, filter_shape, pad="valid", strategy=None, b=None):
     z = T.dot(W.dimshuffle(0, 2, 3, 1).reshape((o * f * f, c)),
               x.reshape((c, -1))).reshape((o * f * f, n, h, w))
     return add_bias(ShiftSum(f, pad_px)(z))
-    # same: out[y, x] += Z_t[y + sy, x + sx] with sy, sx in [-r, r], where in range.
-    out = z[:, r * f + r]
-    for t in range(f * f):
-        dy, dx = divmod(t, f)
-        sy, sx = dy - r, dx - r
-        if sy == 0 and sx == 0:
-            continue
-        oy, zy = slice(max(0, -sy), h - max(0, sy)), slice(max(0, sy), h + min(0, sy))
-        ox, zx = slice(max(0, -sx), w - max(0, sx)), slice(max(0, sx), w + min(0, sx))
-        out = T.inc_subtensor(out[:, :, oy, ox], z[:, t, :, zy, zx])
-    return add_bias(out)
 
 
 class ReplicatePadLayer(lasagne.layers.Layer):
@@ -278,9 +267,9 @@ class SRCNN:
     @classmethod
     def from_preset(cls, name, **kwargs):
         """Build one of the paper's architectures: ``'9-1-5'``, ``'9-3-5'``, ``'9-5-5'``."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown architecture {name!r}; presets: {', '.join(PRESETS)}")
-        return cls(**PRESETS[name], **kwargs)
+        if name not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+        return cls(**ARCHITECTURES[name], **kwargs)
 
     @property
     def name(self):

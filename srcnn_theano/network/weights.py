@@ -26,7 +26,7 @@ import re
 import numpy as np
 
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.image.io import atomic_write_bytes
+from srcnn_theano.files import atomic_write_bytes
 
 FORMAT_VERSION = 1
 _KEYS = ("conv1.W", "conv1.b", "conv2.W", "conv2.b", "conv3.W", "conv3.b")
@@ -173,7 +173,7 @@ def load_mat(path):
     return Weights(arrays, architecture_of(arrays), int(m.group(1)) if m else None, provenance)
 
 
-PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")
 
 
 def pretrained_path(scale):

@@ -1,25 +1,4 @@
-"""Training patches: the HDF5 stage of the authors' ``generate_train.m``.
-
-For every training image the authors take the luminance, crop it to a
-multiple of the scale, blur it with MATLAB bicubic down- then up-sampling,
-and cut aligned sub-images::
-
-    image = rgb2ycbcr(image); image = im2double(image(:, :, 1));
-    im_label = modcrop(image, scale);
-    im_input = imresize(imresize(im_label, 1/scale, 'bicubic'), [hei, wid], 'bicubic');
-    for x = 1 : stride : hei-size_input+1
-      for y = 1 : stride : wid-size_input+1
-        subim_input = im_input(x : x+size_input-1, y : y+size_input-1);
-        subim_label = im_label(x+padding : x+padding+size_label-1, ...);
-
-with ``size_input = 33``, ``size_label = 21``, ``padding = 6``, ``stride = 14``.
-The patches are shuffled (``randperm``) and written as ``data`` and
-``label`` in chunks of 128; the MATLAB writer drops the last partial chunk
-(``drop_partial_chunk=True`` here, off by default).
-
-Arrays are NCHW ``float32`` with intensities in [0, 1] (MATLAB
-``im2double`` units). Bicubic interpolation can overshoot, so ``data`` may
-stray slightly outside [0, 1], exactly as in MATLAB; ``label`` never does.
+"""The HDF5 patch store: writer (shuffled, streamed), validated reader, minibatch sampler.
 
 File layout written by :func:`write_h5` (format version 1)::
 
@@ -30,224 +9,31 @@ File layout written by :func:`write_h5` (format version 1)::
            count_extracted, source_names, source_sha256, source_patches
 
 ``C`` is 1 for ``channels='y'`` (the paper) and 3 for ``channels='rgb'``.
+Values are 0-1 floats (:mod:`srcnn_theano.patches.extract`). The patches
+are shuffled (MATLAB ``randperm``) and written in chunks of 128; the
+authors' MATLAB writer drops the last partial chunk
+(``drop_partial_chunk=True`` here, off by default). The reader also opens
+the authors' MATLAB-made files (``data``/``label`` only, no attributes).
 """
-import hashlib
 import os
 import sys
-import tempfile
 from typing import NamedTuple
 
 import h5py
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from tqdm import tqdm
 
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.image.io import list_images, read_image, to_float
-from srcnn_theano.image.imresize import degrade, imresize, modcrop
-from srcnn_theano.image.ycbcr import rgb2y
+from srcnn_theano.files import atomic_output, scratch_file, sha256_file
+from srcnn_theano.image.io import read_image
+from srcnn_theano.patches.extract import (augment_images, check_channels, check_geometry,
+                                          extract_patches, image_to_planes)
 
 FORMAT_VERSION = 1
 CREATOR = "srcnn_theano"
 CHUNK_ROWS = 128
-CHANNELS = ("y", "rgb")
-DEFAULT_DOWNSCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes
 _LIBVER = ("v108", "latest")  # HDF5 >= 1.8 readers; allows attributes over 64 KiB
-
-
-# --------------------------------------------------------------------------
-# Images -> float planes
-# --------------------------------------------------------------------------
-
-def image_to_y(img):
-    """Luminance of an image as MATLAB's ``im2double(rgb2ycbcr(img)(:, :, 1))``.
-
-    Parameters
-    ----------
-    img : ndarray, uint8 or uint16, shape (H, W) or (H, W, 3|4)
-        As returned by :func:`srcnn_theano.image.io.read_image`. An alpha
-        channel is ignored; grayscale is used as it is.
-
-    Returns
-    -------
-    ndarray, float64, shape (H, W)
-        Y in [0, 1] (Y of an 8-bit RGB image spans 16/255 to 235/255).
-    """
-    return to_float(rgb2y(img))
-
-
-def image_to_rgb(img):
-    """RGB of an image as MATLAB's ``im2double``; grayscale is repeated 3 times.
-
-    Parameters
-    ----------
-    img : ndarray, uint8 or uint16, shape (H, W) or (H, W, 3|4)
-
-    Returns
-    -------
-    ndarray, float64, shape (H, W, 3)
-        Values in [0, 1].
-    """
-    img = _drop_alpha(img)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    return to_float(img)
-
-
-def image_to_planes(img, channels="y"):
-    """Float planes for ``channels`` ('y' -> (H, W), 'rgb' -> (H, W, 3)), in [0, 1]."""
-    _check_channels(channels)
-    return image_to_y(img) if channels == "y" else image_to_rgb(img)
-
-
-def _drop_alpha(img):
-    return img[:, :, :3] if img.ndim == 3 and img.shape[2] == 4 else img
-
-
-def _check_channels(channels):
-    if channels not in CHANNELS:
-        raise SRCNNError(f"channels must be one of {', '.join(CHANNELS)}, not {channels!r}")
-
-
-# --------------------------------------------------------------------------
-# Patch extraction
-# --------------------------------------------------------------------------
-
-def check_geometry(scale, input_size=33, label_size=21, stride=14):
-    """Validate patch geometry and return ``(scale, padding)``.
-
-    Parameters
-    ----------
-    scale : int
-        Upscaling factor, an integer >= 2 (a float such as ``3.0`` is accepted).
-    input_size, label_size : int
-        Side of the input and label patches in pixels. ``label_size`` equal to
-        ``input_size`` is 'same' padding (offset 0); smaller labels are
-        centred, which needs an even difference.
-    stride : int
-        Step between patch origins in pixels.
-
-    Returns
-    -------
-    scale : int
-    padding : int
-        Offset of the label patch inside the input patch, ``(input_size - label_size) // 2``.
-
-    Raises
-    ------
-    SRCNNError
-        Any value out of range.
-    """
-    if float(scale) != int(scale) or int(scale) < 2:
-        raise SRCNNError(f"scale must be an integer >= 2, not {scale}")
-    for name, value in (("input size", input_size), ("label size", label_size), ("stride", stride)):
-        if int(value) != value or value < 1:
-            raise SRCNNError(f"{name} must be a positive integer, not {value}")
-    if label_size > input_size:
-        raise SRCNNError(f"label size {label_size} is larger than input size {input_size}")
-    if (input_size - label_size) % 2:
-        raise SRCNNError(f"input size {input_size} minus label size {label_size} must be even "
-                         "so that the label is centred")
-    return int(scale), (int(input_size) - int(label_size)) // 2
-
-
-def extract_patches(y, scale, input_size=33, label_size=21, stride=14):
-    """Aligned input/label patches of one image, in MATLAB ``generate_train.m`` order.
-
-    Parameters
-    ----------
-    y : ndarray, float, shape (H, W) or (H, W, C)
-        Ground-truth image in [0, 1] (Y from :func:`image_to_y`, or RGB).
-    scale : int
-        Upscaling factor.
-    input_size, label_size, stride : int
-        Patch geometry in pixels; see :func:`check_geometry`.
-
-    Returns
-    -------
-    data : ndarray, float32, shape (N, C, input_size, input_size)
-        Windows of ``degrade(modcrop(y, scale))`` at origins
-        ``(x, y)`` for ``x in range(0, H' - input_size + 1, stride)`` (outer)
-        and ``y in range(0, W' - input_size + 1, stride)`` (inner), where
-        H', W' are the modcropped sizes. ``C`` is 1 for 2-D ``y``.
-    label : ndarray, float32, shape (N, C, label_size, label_size)
-        Windows of ``modcrop(y, scale)`` at origins shifted by the padding
-        ``(input_size - label_size) // 2``. N is 0 when the modcropped image
-        is smaller than ``input_size``.
-    """
-    scale, padding = check_geometry(scale, input_size, label_size, stride)
-    y = np.asarray(y)
-    if not np.issubdtype(y.dtype, np.floating) or y.ndim not in (2, 3):
-        raise TypeError(f"expected a float (H, W) or (H, W, C) image, got {y.dtype} {y.shape}")
-    label_img = modcrop(y if y.ndim == 3 else y[:, :, None], scale).astype(np.float64)
-    hei, wid, ch = label_img.shape
-    if hei < input_size or wid < input_size:
-        return (np.zeros((0, ch, input_size, input_size), np.float32),
-                np.zeros((0, ch, label_size, label_size), np.float32))
-    input_img = degrade(label_img, scale)
-    centre = label_img[padding:hei - padding, padding:wid - padding]
-    return _windows(input_img, input_size, stride), _windows(centre, label_size, stride)
-
-
-def _windows(img, size, stride):
-    """(H, W, C) -> (N, C, size, size) float32 windows every ``stride`` pixels, row-major."""
-    views = sliding_window_view(img, (size, size), axis=(0, 1))[::stride, ::stride]
-    return views.reshape((-1,) + views.shape[2:]).astype(np.float32)
-
-
-# --------------------------------------------------------------------------
-# Augmentation (not in the paper; off by default)
-# --------------------------------------------------------------------------
-
-def dihedral_transforms(img, flips=True, rotations=True):
-    """Rotations by 0/90/180/270 degrees and their mirror images.
-
-    Parameters
-    ----------
-    img : ndarray, shape (H, W) or (H, W, C)
-    flips : bool
-        Also yield each rotation flipped left-right.
-    rotations : bool
-        Yield the four rotations (else only the identity).
-
-    Yields
-    ------
-    ndarray
-        Views of ``img``: 8 with both options, 4 or 2 with one, 1 with none.
-    """
-    for k in (range(4) if rotations else (0,)):
-        rotated = np.rot90(img, k, axes=(0, 1))
-        yield rotated
-        if flips:
-            yield rotated[:, ::-1]
-
-
-def augment_images(y, flips=True, rotations=True, downscales=DEFAULT_DOWNSCALES):
-    """Variants of a training image for users who want more than the paper.
-
-    Each bicubic downscaled copy (MATLAB ``imresize``, clipped to [0, 1];
-    factor 1.0 is the image itself) goes through :func:`dihedral_transforms`.
-
-    Parameters
-    ----------
-    y : ndarray, float, shape (H, W) or (H, W, C)
-        Image in [0, 1].
-    flips, rotations : bool
-        See :func:`dihedral_transforms`.
-    downscales : sequence of float
-        Factors in (0, 1]; output size ``ceil(H * f)`` by ``ceil(W * f)``.
-
-    Yields
-    ------
-    ndarray, float64
-        ``len(downscales) * (1 to 8)`` images, 40 with the defaults.
-    """
-    for factor in downscales:
-        if not 0 < factor <= 1:
-            raise SRCNNError(f"downscale factors must be in (0, 1], not {factor}")
-        scaled = y if factor == 1 else np.clip(imresize(y, scale=factor), 0.0, 1.0)
-        yield from dihedral_transforms(scaled, flips, rotations)
 
 
 # --------------------------------------------------------------------------
@@ -314,36 +100,29 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
         images are only reported (``warning:`` lines on stderr) and skipped.
     """
     scale, _ = check_geometry(scale, input_size, label_size, stride)
-    _check_channels(channels)
+    check_channels(channels)
     image_paths = list(image_paths)
     if not image_paths:
         raise SRCNNError("no training images given")
-    folder = _check_output(output, force)
+    _check_output(output, force)
     params = dict(scale=scale, input_size=int(input_size), label_size=int(label_size),
                   stride=int(stride), channels=channels, augment=bool(augment), seed=int(seed),
                   drop_partial_chunk=bool(drop_partial_chunk))
-    temps = []
     try:
-        raw_path = _new_temp(folder, output, temps)
-        with h5py.File(raw_path, "w", libver=_LIBVER) as raw:
-            sources, skipped = _extract_all(raw, image_paths, params, progress)
-            count_extracted = len(raw["data"])
-            if count_extracted == 0:
-                raise SRCNNError(f"no usable training image among {len(image_paths)} file(s)")
-            count = _final_count(count_extracted, drop_partial_chunk)
-            order = np.random.default_rng(seed).permutation(count_extracted)[:count]
-            final_path = _new_temp(folder, output, temps)
-            with h5py.File(final_path, "w", libver=_LIBVER) as final:
-                _shuffled_copy(raw, final, order, memory_budget, progress)
-                _write_attrs(final, params, sources, count, count_extracted)
-        os.chmod(final_path, _default_file_mode())
-        os.replace(final_path, output)
+        with atomic_output(output, suffix=".h5") as final_path, \
+                scratch_file(output, suffix=".unshuffled.h5") as raw_path:
+            with h5py.File(raw_path, "w", libver=_LIBVER) as raw:
+                sources, skipped = _extract_all(raw, image_paths, params, progress)
+                count_extracted = len(raw["data"])
+                if count_extracted == 0:
+                    raise SRCNNError(f"no usable training image among {len(image_paths)} file(s)")
+                count = _final_count(count_extracted, drop_partial_chunk)
+                order = np.random.default_rng(seed).permutation(count_extracted)[:count]
+                with h5py.File(final_path, "w", libver=_LIBVER) as final:
+                    _shuffled_copy(raw, final, order, memory_budget, progress)
+                    _write_attrs(final, params, sources, count, count_extracted)
     except OSError as e:
         raise SRCNNError(f"cannot write {output}: {e}") from None
-    finally:
-        for path in temps:
-            if os.path.exists(path):
-                os.remove(path)
     return H5Summary(output, count, count_extracted, len(sources), skipped)
 
 
@@ -359,25 +138,6 @@ def _check_output(output, force):
     if not os.access(folder, os.W_OK | os.X_OK):
         raise SRCNNError(f"output folder is not writable: {folder}")
     return folder
-
-
-def _new_temp(folder, output, temps):
-    """Create an empty temporary file next to ``output`` and record it for cleanup."""
-    base = os.path.basename(output)
-    try:
-        fd, path = tempfile.mkstemp(prefix=f".tmp-{base}-", suffix=".h5", dir=folder)
-    except OSError as e:
-        raise SRCNNError(f"cannot write in output folder {folder}: {e.strerror}") from None
-    os.close(fd)
-    temps.append(path)
-    return path
-
-
-def _default_file_mode():
-    """Permissions of a newly created file under the current umask (mkstemp uses 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def _final_count(count_extracted, drop_partial_chunk):
@@ -400,7 +160,7 @@ def _extract_all(raw, image_paths, params, progress):
     for path in tqdm(image_paths, desc="patches", unit="img", disable=not progress, file=sys.stderr):
         name = os.path.basename(path)
         try:
-            digest = _sha256(path)
+            digest = sha256_file(path)
             planes = image_to_planes(read_image(path), params["channels"])
         except SRCNNError as e:
             _skip(skipped, name, str(e))
@@ -423,17 +183,6 @@ def _extract_all(raw, image_paths, params, progress):
 def _skip(skipped, name, reason):
     tqdm.write(f"warning: skipping {name}: {reason}", file=sys.stderr)
     skipped.append((name, reason))
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as e:
-        raise SRCNNError(f"cannot read {path}: {e.strerror}") from None
-    return digest.hexdigest()
 
 
 def _resizable(h5, name, row_shape):
@@ -676,37 +425,3 @@ def _batches(data, label, batch_size, rng, drop_last):
     for start in range(0, end, batch_size):
         idx = order[start:start + batch_size]
         yield data[idx], label[idx]
-
-
-# --------------------------------------------------------------------------
-# Validation images
-# --------------------------------------------------------------------------
-
-def load_validation_images(folder):
-    """Whole validation images (Set5 in training): PSNR is measured on whole images.
-
-    Parameters
-    ----------
-    folder : str
-
-    Returns
-    -------
-    list of (str, ndarray)
-        ``(file name without extension, uint8 image (H, W) or (H, W, 3))``
-        sorted by file name; an alpha channel is dropped.
-
-    Raises
-    ------
-    SRCNNError
-        Missing folder, no images, unreadable or non-8-bit image.
-    """
-    paths = list_images(folder)
-    if not paths:
-        raise SRCNNError(f"no images in validation folder: {folder}")
-    images = []
-    for path in paths:
-        img = read_image(path)
-        if img.dtype != np.uint8:
-            raise SRCNNError(f"validation images must be 8-bit: {path} is {img.dtype}")
-        images.append((os.path.splitext(os.path.basename(path))[0], _drop_alpha(img)))
-    return images

@@ -1,2 +1,19 @@
-from srcnn_theano.training.loop import *  # noqa
-from srcnn_theano.training.loop import _TRAINERS  # noqa
+"""Training: recipes (``config``), the run's data (``data``), checkpoints/logs/plots
+(``checkpoint``), the loop with exact resume (``loop``) and the demo (``demo``).
+
+The names below are the training API, as the notebook and ``train.py`` use it::
+
+    from srcnn_theano import training
+    cfg = training.TrainConfig.from_preset("paper", epochs=10)
+    result = training.train(cfg, "train_x3.h5", "Set5/", "runs/x3")
+"""
+from srcnn_theano.training.checkpoint import LOG_FIELDS, TrainState, clear_run, load_checkpoint
+from srcnn_theano.training.config import PRESETS, TrainConfig
+from srcnn_theano.training.data import prepare_h5
+from srcnn_theano.training.demo import DEMO_EPOCHS, DEMO_SCALE, demo
+from srcnn_theano.training.loop import (DivergedError, TrainingInterrupted, TrainResult,
+                                        compiled_trainer, resume, train)
+
+__all__ = ["LOG_FIELDS", "TrainState", "clear_run", "load_checkpoint", "PRESETS", "TrainConfig",
+           "prepare_h5", "DEMO_EPOCHS", "DEMO_SCALE", "demo", "DivergedError",
+           "TrainingInterrupted", "TrainResult", "compiled_trainer", "resume", "train"]

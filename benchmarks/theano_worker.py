@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""The Theano timing server of ``benchmarks/compare_pytorch.py``.
+
+It builds what ``python -m srcnn_theano bench`` times
+(:func:`srcnn_theano.apps.speed.build_predict` / ``build_train``), runs each
+``--warmup`` times, prints one JSON line ``{"ready": true, ...facts}`` and
+then reads commands from stdin, one per line: ``predict`` or ``train`` times
+one run and prints ``{"t": seconds}``; ``quit`` (or an empty line, or end of
+input) stops it; any other line is an error (exit status 2). The coordinator
+asks each framework's server in turn, so that both are measured interleaved
+on the same machine.
+
+By hand::
+
+    printf 'predict\\nquit\\n' | \\
+        .venv/bin/python benchmarks/theano_worker.py --size 128 --only predict
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # run as a script from any interpreter that has the dependencies
+    sys.path.insert(0, REPO)
+
+from srcnn_theano.apps.speed import (PATCH, PATCHES, build_predict, build_train,  # noqa: E402
+                                     environment, tile_arg)
+
+
+def serve(args, stdin=sys.stdin, stdout=sys.stdout):
+    """Build, warm up, answer ``ready``, then time one run per command read."""
+    what = (args.only,) if args.only else ("predict", "train")
+    fns, facts = {}, {}
+    if "predict" in what:
+        fns["predict"], f = build_predict(args.size, impl=args.impl, tile=args.tile)
+        facts.update(f)
+    if "train" in what:
+        fns["train"], f = build_train(args.batch, args.patch, impl=args.impl)
+        facts.update(f)
+    for fn in fns.values():
+        for _ in range(args.warmup):
+            fn()
+    facts.update(environment())
+    stdout.write(json.dumps({"ready": True, **facts}) + "\n")
+    stdout.flush()
+    for line in stdin:
+        cmd = line.strip()
+        if cmd == "quit" or not cmd:
+            break
+        if cmd not in fns:
+            print(f"theano_worker: unknown command {cmd!r}; expected one of "
+                  f"{', '.join(sorted(fns))} or quit", file=sys.stderr)
+            return 2
+        t0 = time.perf_counter()
+        fns[cmd]()
+        stdout.write(json.dumps({"t": time.perf_counter() - t0}) + "\n")
+        stdout.flush()
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="benchmarks/theano_worker.py",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=512, help="predict on a SIZE x SIZE image (512)")
+    p.add_argument("--batch", type=int, default=PATCHES, help="patches per training step (64)")
+    p.add_argument("--patch", type=int, default=PATCH, help="training patch side (33)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs of each before 'ready'")
+    p.add_argument("--impl", choices=("gemm", "corrmm"), default="gemm",
+                   help="convolution graph (corrmm: Theano's CorrMM, the slow reference)")
+    p.add_argument("--tile", type=tile_arg, default="default",
+                   help="Predictor tile side, 'none' for no tiling (default: the library's)")
+    p.add_argument("--only", choices=("predict", "train"), help="build and serve one of the two")
+    return p
+
+
+def main(argv=None):
+    return serve(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
