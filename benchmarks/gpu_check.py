@@ -2,7 +2,7 @@
 
 Run by ``benchmarks/gpu_check.sh run`` on a GPU machine, with Python 3.11,
 numpy 1.23.5, Theano-PyMC, Lasagne and pygpu importable and the environment
-of ``python -m srcnn_theano.gpu env`` in force. It never imports Theano
+of ``python benchmarks/gpu_env.py env`` in force. It never imports Theano
 itself: each configuration runs in a child process (Theano's device is fixed
 when it is imported)::
 
@@ -46,8 +46,9 @@ import time
 import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+for _path in (ROOT, os.path.join(ROOT, "benchmarks")):  # srcnn_theano; gpu_env.py
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 #: name -> (device, implementation, CPU reference it is compared with)
 CONFIGS = {
@@ -321,6 +322,7 @@ def _compare(work, name, reference):
 
 def orchestrate(out_dir, deadline, configs=CONFIGS):
     _import_package()
+    import gpu_env  # benchmarks/gpu_env.py, beside this file
     from srcnn_theano import gpu
 
     started = time.time()
@@ -337,7 +339,7 @@ def orchestrate(out_dir, deadline, configs=CONFIGS):
                   "THEANO_FLAGS", "LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "PYTHONPATH",
                   "NVIDIA_TF32_OVERRIDE")}}
     links_dir = os.environ.get("SRCNN_GPU_LINKS_DIR") or os.path.join(work, "links")
-    links = gpu.make_library_links(links_dir)
+    links = gpu_env.make_library_links(links_dir)
     report["libraries"] = {"links": links.libraries, "missing": links.missing,
                            "cudnn_include": links.cudnn_include,
                            "cuda_include": links.cuda_include,

@@ -20,7 +20,7 @@
 #   pygpu:         the bundle's .debs | apt-get download | `import pygpu` already works
 #   CUDA libraries: found on the machine (driver, /usr/local/cuda, NVIDIA's pip wheels of
 #                  any Python, e.g. PyTorch's) | pip download of nvidia-*-cu12 wheels
-# then links them under unversioned names (python -m srcnn_theano.gpu env), starts
+# then links them under unversioned names (python benchmarks/gpu_env.py env), starts
 # the GPU once with pygpu, and runs benchmarks/gpu_check.py: predict and a short
 # training on cuda (cuDNN), cuda (GpuCorrMM) and cpu, compared and timed.
 #
@@ -249,7 +249,7 @@ setup_pygpu() {
 setup_cuda_libs() {
   local env_args=(--links-dir "$WORK/links")
   [ -n "${GPUARRAY_PREFIX:-}" ] && env_args+=(--gpuarray-prefix "$GPUARRAY_PREFIX")
-  "$PY" -m srcnn_theano.gpu links --links-dir "$WORK/links" > "$WORK/links.txt" 2>&1
+  "$PY" "$ROOT/benchmarks/gpu_env.py" links --links-dir "$WORK/links" > "$WORK/links.txt" 2>&1
   if grep -q "not found: lib\(cudnn\|cublas\|nvrtc\)" "$WORK/links.txt"; then
     # Nothing usable on the machine: NVIDIA's CUDA 12 wheels from PyPI, if it is reachable.
     log "CUDA libraries missing ($(grep -o 'lib[a-z]*\.so' "$WORK/links.txt" | tr '\n' ' ')), trying PyPI"
@@ -265,13 +265,13 @@ setup_cuda_libs() {
       record cuda-wheels failed "pip download nvidia-*-cu12" "no registry reachable?"
     fi
   fi
-  if ! "$PY" -m srcnn_theano.gpu env "${env_args[@]}" > "$WORK/gpu_env.sh" 2> "$WORK/gpu_env.err"; then
+  if ! "$PY" "$ROOT/benchmarks/gpu_env.py" env "${env_args[@]}" > "$WORK/gpu_env.sh" 2> "$WORK/gpu_env.err"; then
     record cuda-libs failed "" "$(cat "$WORK/gpu_env.err")"; return 1
   fi
   # shellcheck disable=SC1091
   source "$WORK/gpu_env.sh"
   export SRCNN_GPU_LINKS_DIR="$WORK/links"
-  "$PY" -m srcnn_theano.gpu links --links-dir "$WORK/links" > "$WORK/links.txt" 2>&1
+  "$PY" "$ROOT/benchmarks/gpu_env.py" links --links-dir "$WORK/links" > "$WORK/links.txt" 2>&1
   cat "$WORK/gpu_env.sh" "$WORK/links.txt" "$WORK/gpu_env.err"
   if grep -q "not found" "$WORK/links.txt"; then
     record cuda-libs failed "" "$(cat "$WORK/links.txt")"; return 1

@@ -26,6 +26,7 @@ def assert_one_line_error(res, *fragments):
         assert f in lines[0]
 
 
+@pytest.mark.slow
 def test_evaluate_json_schema_and_table():
     mat = authors_model("9-1-5(91 images)", 3)
     head = os.path.join(require_data("Set5"), "head_GT.bmp")
@@ -83,3 +84,27 @@ def test_weights_file_not_weights(tmp_path):
     path = tmp_path / "w.npz"
     path.write_text("hello")
     assert_one_line_error(run_cli("evaluate", "--weights", str(path), str(path)), "w.npz")
+
+
+COMMAND_LINES = {
+    "srcnn_theano": [sys.executable, "-m", "srcnn_theano"],
+    "train.py": [sys.executable, os.path.join(REPO, "train.py")],
+    "generate_h5.py": [sys.executable, os.path.join(REPO, "data_prep", "generate_h5.py")],
+}
+
+
+@pytest.mark.parametrize("name,args,fragment", [
+    ("srcnn_theano", ["evaluate", "--no-such-option", "x.png"], "unrecognized arguments"),
+    ("srcnn_theano", ["no-such-command"], "invalid choice"),
+    ("train.py", ["--lr", "fast"], "invalid float value"),
+    ("generate_h5.py", ["--images", "x"], "required"),
+    ("srcnn_theano", ["upscale", "missing.png", "-o", "out.png", "--scale", "2"], "missing.png"),
+    ("train.py", ["--train", "missing.h5", "--val", "."], "missing.h5"),
+    ("generate_h5.py", ["--images", "missing_dir", "--scale", "3", "--output", "o.h5"], "missing_dir"),
+])
+def test_every_command_line_reports_errors_on_one_line(tmp_path, name, args, fragment):
+    """The one runner (errors.run_command + errors.ArgumentParser): usage mistakes and bad
+    inputs alike give ``error: ...`` on one line, exit status 2, no traceback."""
+    res = subprocess.run(COMMAND_LINES[name] + args, cwd=tmp_path, capture_output=True, text=True)
+    assert_one_line_error(res, fragment)
+    assert os.listdir(tmp_path) == []   # nothing written

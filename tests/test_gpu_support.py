@@ -1,4 +1,4 @@
-"""GPU support (srcnn_theano/gpu.py), tested without a GPU.
+"""GPU support, the library part (srcnn_theano/gpu.py), tested without a GPU.
 
 * The cuDNN >= 8 patch: the rewritten C sources call the ``_v7`` functions
   and none of the removed ones; Theano's ops load them; the stand-ins choose
@@ -9,7 +9,12 @@
   ones fail exactly on the removed calls.
 * configure(): the fallback warning when cuDNN is unusable, the version check.
 * flags_for() and the backend's handling of the flags.
-* The folder of unversioned library links, with fake versioned files.
+
+The tooling that builds a GPU process's environment (benchmarks/gpu_env.py:
+library links, Debian's pygpu, the command line) is tested in test_gpu_env.py;
+the tests here use it to link the generated modules. Whatever a test patches
+in Theano's cuDNN module (patch_theano_dnn, configure) is undone after it
+(the ``dnn`` fixtures), so no test sees another's patch.
 
 Some tests need files from package registries, downloaded once into
 ``~/.cache/srcnn_theano/test-deps`` (``$SRCNN_CACHE_DIR/test-deps``), about
@@ -24,7 +29,9 @@ Some tests need files from package registries, downloaded once into
 
 Without network they are skipped, except under ``CI=true`` where they fail.
 """
+import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import pickle
@@ -32,7 +39,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 import types
 import warnings
 import zipfile
@@ -43,7 +49,22 @@ from srcnn_theano import gpu
 from srcnn_theano.backend import theano, theano_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_gpu_env():
+    """benchmarks/gpu_env.py (not a package), as the module ``gpu_env``."""
+    if "gpu_env" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "gpu_env", os.path.join(ROOT, "benchmarks", "gpu_env.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["gpu_env"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["gpu_env"]
+
+
+gpu_env = _load_gpu_env()
 THEANO_C_CODE = os.path.join(os.path.dirname(theano.__file__), "gpuarray", "c_code")
+CONV_OPS = ("GpuDnnConv", "GpuDnnConvGradI", "GpuDnnConvGradW")
 CONV_FILES = {"dnn_fwd.c": "cudnnGetConvolutionForwardAlgorithm",
               "dnn_gi.c": "cudnnGetConvolutionBackwardDataAlgorithm",
               "dnn_gw.c": "cudnnGetConvolutionBackwardFilterAlgorithm"}
@@ -101,20 +122,59 @@ def test_patch_is_idempotent_and_leaves_other_files_alone():
         assert gpu.patch_c_source(_read(name)) == _read(name)
 
 
-@pytest.fixture
-def dnn():
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def _restored_dnn():
+    """``theano.gpuarray.dnn``, whatever is changed in it being undone on exit.
+
+    :func:`gpu.patch_theano_dnn` replaces methods of the convolution classes
+    and ``dnn._dnn_check_version`` for good, and :func:`gpu.configure` may
+    switch cuDNN off (``dnn_present``/``dnn_available``): all are restored.
+    """
     from theano.gpuarray import dnn as dnn_module
-    gpu.patch_theano_dnn(dnn_module)
-    return dnn_module
+    targets = [(getattr(dnn_module, name), ("load_c_code", "c_code_cache_version", "__setstate__",
+                                            "_srcnn_original_methods", "_srcnn_cudnn8_patch"))
+               for name in CONV_OPS]
+    targets += [(dnn_module, ("_dnn_check_version", "_srcnn_original_check_version")),
+                (dnn_module.dnn_present, ("avail", "msg")), (dnn_module.dnn_available, ("msg",))]
+    saved = [(obj, name, vars(obj).get(name, _MISSING)) for obj, names in targets for name in names]
+    try:
+        yield dnn_module
+    finally:
+        for obj, name, value in saved:
+            if value is not _MISSING:
+                setattr(obj, name, value)
+            elif name in vars(obj):
+                delattr(obj, name)
+
+
+@pytest.fixture
+def unpatched_dnn():
+    """``theano.gpuarray.dnn`` as Theano made it, restored after the test, so that no
+    test, here or in another module, runs with another's patch."""
+    with _restored_dnn() as dnn_module:
+        assert not any("_srcnn_cudnn8_patch" in vars(getattr(dnn_module, name))
+                       for name in CONV_OPS), "a cuDNN patch outlived its test"
+        yield dnn_module
+
+
+@pytest.fixture
+def dnn(unpatched_dnn):
+    """``theano.gpuarray.dnn`` with the cuDNN >= 8 patch, for one test."""
+    gpu.patch_theano_dnn(unpatched_dnn)
+    return unpatched_dnn
 
 
 def _site_file_digests():
     return {n: hashlib.sha256(_read(n).encode()).hexdigest() for n in CONV_FILES}
 
 
-def test_ops_load_patched_code_and_site_packages_is_untouched():
+def test_ops_load_patched_code_and_site_packages_is_untouched(unpatched_dnn):
     before = _site_file_digests()
-    from theano.gpuarray import dnn
+    dnn = unpatched_dnn
+    assert not gpu.is_patched(dnn.GpuDnnConv())  # no earlier test's patch is left
     assert sorted(gpu.patch_theano_dnn(dnn)) == ["GpuDnnConv", "GpuDnnConvGradI",
                                                  "GpuDnnConvGradW"]
     for cls in (dnn.GpuDnnConv, dnn.GpuDnnConvGradI, dnn.GpuDnnConvGradW):
@@ -183,6 +243,25 @@ def test_prepare_environment_silences_theano_warning_and_disables_tf32(dnn, monk
     env = {"THEANO_FLAGS": "device=cpu"}
     gpu.prepare_environment(env)
     assert "NVIDIA_TF32_OVERRIDE" not in env
+
+
+def test_the_fixtures_undo_the_patch_and_configures_changes():
+    from theano.gpuarray import dnn
+
+    def state():
+        classes = [getattr(dnn, name) for name in CONV_OPS]
+        return ([dict(vars(c)) for c in classes], dnn._dnn_check_version,
+                vars(dnn).get("_srcnn_original_check_version"),
+                dnn.dnn_present.avail, dnn.dnn_present.msg, dnn.dnn_available.msg)
+
+    before = state()
+    with _restored_dnn():
+        gpu.patch_theano_dnn(dnn)
+        dnn.dnn_present.avail, dnn.dnn_present.msg = False, "patched away"
+        dnn.dnn_available.msg = "patched away"
+        assert gpu.is_patched(dnn.GpuDnnConvGradW()) and state() != before
+    assert state() == before
+    assert not gpu.is_patched(dnn.GpuDnnConvGradW())
 
 
 # ---------------------------------------------------------------- configure()
@@ -293,22 +372,11 @@ def test_configure_on_cpu_does_nothing_and_does_not_load_the_gpu_backend():
 
 # ---------------------------------------------------------------- flags
 
-def _links(tmp_path, cudnn_version=91300, lib_name="libcudnn.so.9"):
-    inc = tmp_path / "cudnn" / "include"
-    inc.mkdir(parents=True)
-    major, rest = divmod(cudnn_version, 10000)
-    (inc / "cudnn_version.h").write_text(
-        f"#define CUDNN_MAJOR {major}\n#define CUDNN_MINOR {rest // 100}\n"
-        f"#define CUDNN_PATCHLEVEL {rest % 100}\n")
-    (inc / "cudnn.h").write_text('#include "cudnn_version.h"\n')
-    lib = tmp_path / "cudnn" / "lib"
-    lib.mkdir()
-    (lib / lib_name).write_bytes(b"")
-    return gpu.LibraryLinks(lib_dir=str(tmp_path / "links"),
-                            libraries={"cudnn": str(lib / lib_name)}, missing=[],
-                            real_dirs=[str(lib)], cudnn_include=str(inc),
-                            cuda_include="/usr/local/cuda/include",
-                            cudnn_version=gpu.cudnn_header_version(str(inc)))
+def _links(tmp_path):
+    """What flags_for reads of gpu_env.LibraryLinks, for a usable cuDNN."""
+    return types.SimpleNamespace(cudnn_usable=True, cudnn_include=str(tmp_path / "cudnn" / "include"),
+                                 lib_dir=str(tmp_path / "links"),
+                                 cuda_include="/usr/local/cuda/include")
 
 
 def test_flags_for_devices():
@@ -320,7 +388,6 @@ def test_flags_for_devices():
 
 def test_flags_for_with_cudnn(tmp_path):
     links = _links(tmp_path)
-    assert links.cudnn_version == 91300 and links.cudnn_usable
     inc, lib = links.cudnn_include, links.lib_dir
     assert gpu.flags_for("cuda0", links) == (
         f"device=cuda0,floatX=float32,dnn__enabled=auto,dnn__include_path={inc},"
@@ -330,31 +397,8 @@ def test_flags_for_with_cudnn(tmp_path):
     links.lib_dir = str(tmp_path / "a,b")
     with pytest.raises(ValueError, match="cannot hold a path"):
         gpu.flags_for("cuda", links)
-
-
-def test_mismatched_cudnn_headers_switch_cudnn_off(tmp_path):
-    # Theano refuses to import with headers and library of different cuDNN versions.
-    links = _links(tmp_path, cudnn_version=92700, lib_name="libcudnn.so.9.13.0")
-    assert not links.cudnn_usable
-    assert "dnn__enabled=False" in gpu.flags_for("cuda", links)
-
-
-def test_cudnn_wheel_version_comes_from_its_dist_info(tmp_path):
-    # NVIDIA's wheels ship libcudnn.so.9 only; the full version is in the .dist-info name.
-    sp = tmp_path / "site-packages"
-    _touch(sp / "nvidia" / "cudnn" / "lib" / "libcudnn.so.9")
-    (sp / "nvidia_cudnn_cu13-9.13.0.50.dist-info").mkdir()
-    inc = sp / "nvidia" / "cudnn" / "include"
-    inc.mkdir(parents=True)
-    links = gpu.make_library_links(str(tmp_path / "links"), [str(sp / "nvidia" / "cudnn" / "lib")],
-                                   names=("cudnn",))
-    links.cuda_include, links.cudnn_include = str(tmp_path), str(inc)
-    assert links.cudnn_file_version == (9, 13, 0)
-    for header, usable in ((91300, True), (92700, False)):
-        (inc / "cudnn.h").write_text(f"#define CUDNN_MAJOR 9\n#define CUDNN_MINOR {header // 100 % 100}"
-                                     "\n#define CUDNN_PATCHLEVEL 0\n")
-        links.cudnn_version = gpu.cudnn_header_version(str(inc))
-        assert links.cudnn_usable is usable
+    links.cudnn_usable = False  # headers or library missing, or of two versions
+    assert gpu.flags_for("cuda", links) == "device=cuda,floatX=float32,dnn__enabled=False"
 
 
 def test_theano_parses_the_recommended_flags_through_the_backend(tmp_path):
@@ -373,110 +417,6 @@ def test_theano_parses_the_recommended_flags_through_the_backend(tmp_path):
     assert out.stdout.split() == ["auto", links.cudnn_include, links.lib_dir, links.lib_dir,
                                   "/usr/local/cuda/include"] + ["guess_on_shape_change"] * 3 + [
                                       "0.25"]
-
-
-# ---------------------------------------------------------------- library links
-
-def _touch(path, target=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if target is None:
-        path.write_bytes(b"\x7fELF fake")
-    else:
-        path.symlink_to(target)
-
-
-def _fake_cuda_install(tmp_path):
-    """A driver folder and a site-packages with NVIDIA's wheels' layout."""
-    driver = tmp_path / "driver"
-    _touch(driver / "libcuda.so.580.159.04")
-    _touch(driver / "libcuda.so.1", "libcuda.so.580.159.04")
-    _touch(driver / "libcudart.so.13")  # must not be taken for libcuda
-    _touch(tmp_path / "cuda" / "lib64" / "stubs" / "libcuda.so")  # link-time stub: never
-    sp = tmp_path / "site-packages"
-    for name in ("libcudnn.so.9", "libcudnn_graph.so.9", "libcudnn_cnn.so.9"):
-        _touch(sp / "nvidia" / "cudnn" / "lib" / name)
-    (sp / "nvidia" / "cudnn" / "include").mkdir(parents=True)
-    (sp / "nvidia" / "cudnn" / "include" / "cudnn.h").write_text(
-        "#define CUDNN_MAJOR 9\n#define CUDNN_MINOR 13\n#define CUDNN_PATCHLEVEL 0\n")
-    for name in ("libcublas.so.13", "libcublasLt.so.13", "libnvrtc.so.13",
-                 "libnvrtc-builtins.so.13.0", "libcublas.so.12"):
-        _touch(sp / "nvidia" / "cu13" / "lib" / name)
-    for name in ("cuda_runtime_api.h", "cuda.h", "crt/host_defines.h"):
-        _touch(sp / "nvidia" / "cu13" / "include" / name)
-    return driver, sp
-
-
-def test_find_library_prefers_highest_major_by_soname(tmp_path):
-    for name in ("libcublas.so.12", "libcublas.so.13", "libcublas.so.13.1.0.3", "libcublasLt.so.13"):
-        _touch(tmp_path / name)
-    assert gpu.find_library("cublas", [str(tmp_path)]) == str(tmp_path / "libcublas.so.13")
-    assert gpu.find_library("cudnn", [str(tmp_path)]) is None
-
-
-def test_default_search_dirs_roots_first_without_stubs(tmp_path):
-    driver, sp = _fake_cuda_install(tmp_path)
-    dirs = gpu.default_search_dirs([str(driver), str(sp), str(tmp_path / "cuda")])
-    assert dirs[:3] == [str(driver), str(sp / "nvidia" / "cu13" / "lib"),
-                        str(sp / "nvidia" / "cudnn" / "lib")]
-    assert str(tmp_path / "cuda" / "lib64") in dirs
-    assert not any("stubs" in d for d in dirs)
-
-
-def test_make_library_links(tmp_path):
-    driver, sp = _fake_cuda_install(tmp_path)
-    search = gpu.default_search_dirs([str(tmp_path / "cuda"), str(driver), str(sp)])
-    dest = tmp_path / "links"
-    links = gpu.make_library_links(str(dest), search)
-    assert links.missing == []
-    expected = {"cuda": driver / "libcuda.so.1", "nvrtc": sp / "nvidia/cu13/lib/libnvrtc.so.13",
-                "cublas": sp / "nvidia/cu13/lib/libcublas.so.13",
-                "cudnn": sp / "nvidia/cudnn/lib/libcudnn.so.9"}
-    assert links.libraries == {k: str(v) for k, v in expected.items()}
-    for name, target in expected.items():
-        assert os.readlink(dest / f"lib{name}.so") == str(target)
-    # Companions that libraries loaded through the links look for by soname.
-    for name in ("libcudnn.so.9", "libcudnn_graph.so.9", "libcudnn_cnn.so.9", "libcublasLt.so.13",
-                 "libnvrtc-builtins.so.13.0", "libcuda.so.1"):
-        assert (dest / name).resolve().exists()
-    assert not (dest / "libcudart.so.13").exists()
-    assert links.cudnn_include == str(sp / "nvidia" / "cudnn" / "include")
-    assert links.cuda_include == str(sp / "nvidia" / "cu13" / "include")
-    assert links.cudnn_version == 91300 and links.cudnn_usable
-    assert gpu.make_library_links(str(dest), search).libraries == links.libraries  # re-run
-
-    env = gpu.gpu_environment(links, gpuarray_prefix="/opt/ga",
-                              environ={"LD_LIBRARY_PATH": "/old", "THEANO_FLAGS": "optimizer=None"})
-    assert env["LD_LIBRARY_PATH"].split(os.pathsep) == [
-        str(dest), "/opt/ga/usr/lib", str(driver), str(sp / "nvidia/cu13/lib"),
-        str(sp / "nvidia/cudnn/lib"), "/old"]
-    assert env["LIBRARY_PATH"] == os.pathsep.join([str(dest), "/opt/ga/usr/lib"])
-    assert env["CPATH"].split(os.pathsep)[0] == "/opt/ga/usr/include"
-    assert env["PYTHONPATH"] == "/opt/ga/usr/lib/python3/dist-packages"
-    assert env["THEANO_FLAGS"] == gpu.flags_for("cuda", links) + ",optimizer=None"
-    assert (env["NVIDIA_TF32_OVERRIDE"], env["SRCNN_GPU_ENV"]) == ("0", "1")
-    shell = subprocess.run(["bash", "-c", gpu.shell_exports(env) + 'printf %s "$THEANO_FLAGS"'],
-                           capture_output=True, text=True, check=True)
-    assert shell.stdout == env["THEANO_FLAGS"]
-
-
-@pytest.mark.skipif(CXX is None or shutil.which("gcc") is None, reason="needs gcc")
-def test_links_let_the_linker_and_loader_find_versioned_only_libraries(tmp_path):
-    wheel_lib = tmp_path / "nvidia" / "cudnn" / "lib"
-    wheel_lib.mkdir(parents=True)
-    (tmp_path / "fake.c").write_text("int cudnnGetVersion(void) { return 91300; }\n")
-    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcudnn.so.9", "-o",
-                    str(wheel_lib / "libcudnn.so.9"), str(tmp_path / "fake.c")], check=True)
-    (tmp_path / "main.c").write_text(
-        '#include <stdio.h>\nint cudnnGetVersion(void);\n'
-        'int main(void) { printf("%d", cudnnGetVersion()); return 0; }\n')
-    build = ["gcc", str(tmp_path / "main.c"), "-o", str(tmp_path / "main"), "-lcudnn"]
-    # The wheel's folder alone: no libcudnn.so, -lcudnn fails.
-    assert subprocess.run(build + ["-L", str(wheel_lib)], capture_output=True).returncode != 0
-    links = gpu.make_library_links(str(tmp_path / "links"), [str(wheel_lib)], names=("cudnn",))
-    subprocess.run(build + ["-L", links.lib_dir], check=True)
-    env = dict(os.environ, LD_LIBRARY_PATH=links.lib_dir)
-    out = subprocess.run([str(tmp_path / "main")], env=env, capture_output=True, text=True)
-    assert out.stdout == "91300"
 
 
 # ---------------------------------------------------------------- registry files
@@ -545,16 +485,16 @@ def debian_gpuarray():
     os.makedirs(base, exist_ok=True)
     prefix = os.path.join(base, "gpuarray")
     with filelock.FileLock(os.path.join(base, "gpuarray.lock")):
-        if gpu.find_gpuarray_prefix([prefix]) is None:
+        if gpu_env.find_gpuarray_prefix([prefix]) is None:
             if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
                 _unavailable("Debian's pygpu: needs apt-get and dpkg")
             try:
-                gpu.fetch_debian_gpuarray(prefix)
+                gpu_env.fetch_debian_gpuarray(prefix)
             except (subprocess.SubprocessError, OSError):
                 try:  # no package lists yet
                     if os.geteuid() != 0:
                         raise
-                    gpu.fetch_debian_gpuarray(prefix, apt_update=True)
+                    gpu_env.fetch_debian_gpuarray(prefix, apt_update=True)
                 except (subprocess.SubprocessError, OSError) as exc:
                     _unavailable(f"Debian's pygpu/libgpuarray: {exc}")
     return prefix
@@ -594,7 +534,7 @@ def _call_site_unit(patched):
 def test_patched_call_sites_compile_against_cudnn9_headers(cuda_headers):
     args = ["-Wall", "-Wextra", "-Werror", "-I", cuda_headers["cudnn_include"],
             "-I", cuda_headers["cuda_include"]]
-    assert gpu.cudnn_header_version(cuda_headers["cudnn_include"]) >= 90000
+    assert gpu_env.cudnn_header_version(cuda_headers["cudnn_include"]) >= 90000
     result = _cxx_check(args, _call_site_unit(patched=True))
     assert result.returncode == 0, result.stderr
     result = _cxx_check(args, _call_site_unit(patched=False))
@@ -710,6 +650,7 @@ print(json.dumps(meta))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CXX is None, reason="needs a C++ compiler")
 def test_theano_cudnn_modules_compile_link_and_load_with_cudnn9(cuda_headers, debian_gpuarray,
                                                                   tmp_path):
@@ -721,7 +662,7 @@ def test_theano_cudnn_modules_compile_link_and_load_with_cudnn9(cuda_headers, de
         [ROOT, os.path.join(usr, "lib", "python3", "dist-packages")]),
         LD_LIBRARY_PATH=os.path.join(usr, "lib"),
         THEANO_FLAGS=f"device=cpu,blas__ldflags=,compiledir={tmp_path / 'compiledir'}")
-    version = str(gpu.cudnn_header_version(cuda_headers["cudnn_include"]))
+    version = str(gpu_env.cudnn_header_version(cuda_headers["cudnn_include"]))
     meta = {}
     for patched in ("0", "1"):
         out_dir = tmp_path / f"src{patched}"
@@ -753,7 +694,7 @@ def test_theano_cudnn_modules_compile_link_and_load_with_cudnn9(cuda_headers, de
 
     # Patched: each convolution module compiles, links with -lcudnn -lgpuarray
     # through the folder of links, and loads with every symbol bound.
-    links = gpu.make_library_links(str(tmp_path / "links"),
+    links = gpu_env.make_library_links(str(tmp_path / "links"),
                                    [cuda_headers["cudnn_lib"], os.path.join(usr, "lib")],
                                    names=("cudnn", "gpuarray"))
     assert links.missing == []
@@ -774,18 +715,3 @@ def test_theano_cudnn_modules_compile_link_and_load_with_cudnn9(cuda_headers, de
         symbols = subprocess.run(["nm", "-D", "--undefined-only", str(so)], capture_output=True,
                                  text=True).stdout
         assert "_v7@libcudnn.so.9" in symbols and "MaxCount@libcudnn.so.9" in symbols
-
-
-def test_gpu_module_command_line_prints_exports(tmp_path):
-    driver, sp = _fake_cuda_install(tmp_path)
-    env = dict(os.environ, PYTHONPATH=ROOT, SRCNN_CACHE_DIR=str(tmp_path / "cache"))
-    env.pop("THEANO_FLAGS", None)
-    out = subprocess.run([sys.executable, "-m", "srcnn_theano.gpu", "env", "--search", str(driver),
-                          "--search", str(sp), "--links-dir", str(tmp_path / "links")],
-                         env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    exports = dict(re.findall(r"^export (\w+)=(.*)$", out.stdout, re.M))
-    assert exports["SRCNN_GPU_ENV"] == "1"
-    assert exports["THEANO_FLAGS"].startswith("device=cuda,floatX=float32,dnn__enabled=auto,")
-    assert os.readlink(tmp_path / "links" / "libcudnn.so").endswith("nvidia/cudnn/lib/libcudnn.so.9")
-    assert textwrap.dedent(out.stdout).count("export ") == len(exports)

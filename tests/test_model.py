@@ -47,6 +47,7 @@ def test_theano_equals_scipy_correlation(padding, mode):
         np.testing.assert_allclose(y[n], ref, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_kernels_are_not_flipped():
     """An off-centre 1 in the first kernel must shift the image as a correlation does."""
     arch = dict(f1=3, f2=1, f3=1, n1=1, n2=1, channels=1)

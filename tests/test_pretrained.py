@@ -13,6 +13,8 @@ from srcnn_theano.network.weights import load, load_default, pretrained_path
 
 from conftest import REPO, authors_model, require_data
 
+pytestmark = pytest.mark.slow  # the shipped models on Set5/Set14
+
 PHASES = ["phase1", "phase2", "phase3", "phase4", "phase5"]
 
 

@@ -14,6 +14,8 @@ from srcnn_theano.network.weights import load
 
 from conftest import authors_model, require_data
 
+pytestmark = pytest.mark.slow  # every released model on Set5/Set14
+
 PUBLISHED = [  # (arch, scale, set, bicubic, srcnn)
     ("9-1-5(91 images)", 2, "Set5", 33.66, 36.34),
     ("9-1-5(91 images)", 3, "Set5", 30.39, 32.39),

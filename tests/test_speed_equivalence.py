@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
-from srcnn_theano import backend
+from srcnn_theano import backend, blas
 from srcnn_theano.backend import T, theano
 from srcnn_theano.network.functions import Trainer, compile_predict
 from srcnn_theano.network.inference import Predictor
@@ -163,15 +163,15 @@ def test_backend_links_the_best_pip_installed_openblas():
     """scipy-openblas32 (a requirement) first, else the OpenBLAS scipy's wheel bundles."""
     if "ldflags" in getattr(backend, "user_theano_flags", ""):
         pytest.skip("THEANO_FLAGS chooses the BLAS")
-    pypi, bundled = backend.pypi_openblas(), backend.bundled_openblas()
+    pypi, bundled = blas.pypi_openblas(), blas.bundled_openblas()
     if pypi is not None:
-        assert theano.config.blas__ldflags == backend.pypi_openblas_ldflags(pypi)
+        assert theano.config.blas__ldflags == blas.pypi_openblas_ldflags(pypi)
         assert "-Dsgemm_=scipy_sgemm_" in theano.config.blas__ldflags.split()
-        assert backend.blas_info()["library"] == "scipy-openblas32"
+        assert blas.blas_info()["library"] == "scipy-openblas32"
     elif bundled is not None:
         assert os.path.basename(bundled).startswith("libopenblas")
-        assert theano.config.blas__ldflags == backend.bundled_openblas_ldflags(bundled)
-        assert backend.blas_info()["library"] == "scipy-bundled-openblas"
+        assert theano.config.blas__ldflags == blas.bundled_openblas_ldflags(bundled)
+        assert blas.blas_info()["library"] == "scipy-bundled-openblas"
     else:
         pytest.skip("no pip-installed OpenBLAS here")
     a = np.random.RandomState(0).rand(70, 90).astype("float32")
@@ -184,7 +184,8 @@ def test_backend_links_the_best_pip_installed_openblas():
 
 _SUBPROCESS_CHECK = """
 import numpy as np, json
-from srcnn_theano.backend import theano, blas_info
+from srcnn_theano.backend import theano
+from srcnn_theano.blas import blas_info
 from srcnn_theano.network.functions import compile_predict
 from srcnn_theano.network.model import SRCNN
 out = {}
@@ -199,8 +200,8 @@ print(json.dumps({'diff': float(np.abs(out['gemm'] - out['corrmm']).max()),
 
 
 def _bundled_flags():
-    path = backend.bundled_openblas()
-    return "blas__ldflags=" + backend.bundled_openblas_ldflags(path) if path else None
+    path = blas.bundled_openblas()
+    return "blas__ldflags=" + blas.bundled_openblas_ldflags(path) if path else None
 
 
 @pytest.mark.slow

@@ -25,6 +25,8 @@ from srcnn_theano.network.weights import load
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # trains (compiles two trainers, runs epochs)
+
 CLI = os.path.join(REPO, "train.py")
 
 

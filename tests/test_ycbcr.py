@@ -115,3 +115,29 @@ def test_bad_shapes_and_dtypes_are_rejected():
         ycbcr2rgb(np.zeros((4, 4, 4)))
     with pytest.raises(TypeError):
         rgb2ycbcr(np.zeros((4, 4, 3), np.int32))
+
+
+def test_one_y_path_treats_8_and_16_bit_alike():
+    """Training patches and evaluation take Y from y_channel: a 16-bit copy of an 8-bit image
+    (x 257) gives exactly the 8-bit Y, in both."""
+    from srcnn_theano.evaluation.protocol import ground_truth_y
+    from srcnn_theano.image.ycbcr import y_channel
+    from srcnn_theano.patches.extract import image_to_planes
+
+    img8 = np.random.default_rng(4).integers(0, 256, (12, 15, 3), dtype=np.uint8)
+    img16 = img8.astype(np.uint16) * 257
+    y8 = y_channel(img8)
+    np.testing.assert_array_equal(y8 * 255, rgb2y(img8))           # MATLAB's uint8 Y, as 0-1 floats
+    np.testing.assert_array_equal(y_channel(img16), y8)
+    np.testing.assert_array_equal(image_to_planes(img16), y8)
+    np.testing.assert_array_equal(image_to_planes(img16, "rgb"), image_to_planes(img8, "rgb"))
+    np.testing.assert_array_equal(ground_truth_y(img16, 3), ground_truth_y(img8, 3))
+    np.testing.assert_array_equal(ground_truth_y(img8, 3), y8[:12, :15])
+
+
+def test_matlab_round_is_exact_half_away_from_zero():
+    from srcnn_theano.image.units import from_float, matlab_round
+
+    x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 0.49999999999999994, 2.4999999999999996])
+    np.testing.assert_array_equal(matlab_round(x), [1, 2, 3, -1, -2, 0, 2])
+    assert from_float(np.array([0.5 / 255, 254.5 / 255, 1.2, -0.1])).tolist() == [1, 255, 255, 0]

@@ -98,7 +98,7 @@ def openblas_runtime():
     """Core type and thread count of the OpenBLAS Theano links, when it is one."""
     import ctypes
 
-    from srcnn_theano.backend import blas_info
+    from srcnn_theano.blas import blas_info
 
     info = blas_info()
     path = info.get("path")
@@ -212,7 +212,8 @@ def environment():
     """Versions, BLAS, threads, CPU: what a timing depends on."""
     import numpy as np
 
-    from srcnn_theano.backend import blas_info, theano
+    from srcnn_theano.backend import theano
+    from srcnn_theano.blas import blas_info
 
     env = {"theano": theano.__version__, "numpy": np.__version__,
            "python": platform.python_version(), "blas": blas_info(),
