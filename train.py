@@ -148,19 +148,20 @@ def _run_train(args, command, say):
 
 
 def _run_demo(args, command, say):
-    from srcnn_theano import training
+    from srcnn_theano.apps import demo
+    from srcnn_theano.training.config import PRESETS
     from srcnn_theano.evaluation.datasets import SKIMAGE_HELD_OUT, SKIMAGE_TRAIN
     from srcnn_theano.evaluation.protocol import format_table
 
     out = args.out or os.path.join("runs", "demo")
-    epochs = args.epochs or training.DEMO_EPOCHS
-    say(f"demo: SRCNN {training.PRESETS['fast']['arch']} x{training.DEMO_SCALE}, {epochs} epochs of the "
+    epochs = args.epochs or demo.DEMO_EPOCHS
+    say(f"demo: SRCNN {PRESETS['fast']['arch']} x{demo.DEMO_SCALE}, {epochs} epochs of the "
         "'fast' recipe (He init + Adam + cosine, MSE: quicker on a CPU than the paper's SGD, "
         "which is --preset paper)\n"
         f"  training on scikit-image photographs {', '.join(SKIMAGE_TRAIN)}\n"
         f"  held out: {', '.join(SKIMAGE_HELD_OUT)}\n  run folder: {out}")
     start = time.time()
-    result, report = training.demo(out, epochs=epochs, command=command, progress=not args.quiet)
+    result, report = demo.demo(out, epochs=epochs, command=command, progress=not args.quiet)
     say(format_table(report))
     gain = report["mean"]["srcnn_psnr"] - report["mean"]["bicubic_psnr"]
     say(f"SRCNN {'beats' if gain > 0 else 'does NOT beat'} bicubic on the held-out photographs by "

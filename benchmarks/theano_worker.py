@@ -25,8 +25,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # run as a script from any interpreter that has the dependencies
     sys.path.insert(0, REPO)
 
-from srcnn_theano.apps.speed import (PATCH, PATCHES, build_predict, build_train,  # noqa: E402
-                                     environment, tile_arg)
+from srcnn_theano.apps.speed import (add_graph_arguments, build_predict,  # noqa: E402
+                                     build_train, environment)
 
 
 def serve(args, stdin=sys.stdin, stdout=sys.stdout):
@@ -63,16 +63,7 @@ def serve(args, stdin=sys.stdin, stdout=sys.stdout):
 def build_parser():
     p = argparse.ArgumentParser(prog="benchmarks/theano_worker.py",
                                 description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=512, help="predict on a SIZE x SIZE image (512)")
-    p.add_argument("--batch", type=int, default=PATCHES, help="patches per training step (64)")
-    p.add_argument("--patch", type=int, default=PATCH, help="training patch side (33)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs of each before 'ready'")
-    p.add_argument("--impl", choices=("gemm", "corrmm"), default="gemm",
-                   help="convolution graph (corrmm: Theano's CorrMM, the slow reference)")
-    p.add_argument("--tile", type=tile_arg, default="default",
-                   help="Predictor tile side, 'none' for no tiling (default: the library's)")
-    p.add_argument("--only", choices=("predict", "train"), help="build and serve one of the two")
-    return p
+    return add_graph_arguments(p)
 
 
 def main(argv=None):

@@ -1,15 +1,19 @@
 """srcnn-theano: SRCNN (Dong et al., ECCV 2014 / TPAMI 2015) on Theano + Lasagne.
 
-The pipeline, one stage per module, data flowing one way::
+The pipeline, one folder per stage, data flowing one way::
 
-    image_io  -> ycbcr (MATLAB rgb2ycbcr) -> imresize (MATLAB bicubic)
-      -> patches (HDF5 training patches)  -> model (Lasagne layers, conv_ops)
-      -> functions (compiled Theano train/val/predict) -> training -> weights
-      -> inference (whole images, tiles) -> metrics / evaluate (PSNR, SSIM)
-      -> upscale (real photos), benchmark / figure (tables and pictures)
+    image/       io, units (0-1 floats, MATLAB rounding), ycbcr (the one Y path), imresize
+    patches/     extract (generate_train.m), store (HDF5)
+    network/     conv_ops, model (Lasagne), functions (compiled Theano), weights, inference
+    evaluation/  metrics (PSNR/SSIM), protocol (the authors' test), datasets
+    training/    config, data, checkpoint, loop
+    apps/        upscale, figure, benchmark, demo, speed
 
-``backend`` (Theano flags, Lasagne shims, ``gpu``) comes before all of it;
-``cli`` is a thin command line over the library.
+``errors`` (the one error type and command-line runner) and ``files``
+(atomic writes, hashes) serve all of them; ``blas``, ``gpu`` and ``backend``
+set up Theano before ``network``; ``cli`` is a thin command line over the
+library. docs/architecture.md has one line per module and the array types
+at each boundary.
 
 Importing this package does not import Theano; modules that need it import
 it through :mod:`srcnn_theano.backend`.

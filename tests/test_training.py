@@ -23,7 +23,7 @@ from srcnn_theano.patches.store import DEFAULT_MEMORY_BUDGET
 from srcnn_theano.patches.store import write_h5
 from srcnn_theano.network.weights import load
 
-from conftest import REPO
+from conftest import ARCH_915, REPO, random_arrays
 
 pytestmark = pytest.mark.slow  # trains (compiles two trainers, runs epochs)
 
@@ -233,7 +233,9 @@ def test_command_line_errors_are_one_line(data, tmp_path):
 # --------------------------------------------------------------------------
 
 def test_demo_beats_bicubic_on_held_out_photographs(tmp_path):
-    result, report = training.demo(str(tmp_path), epochs=3, progress=False)
+    from srcnn_theano.apps.demo import demo
+
+    result, report = demo(str(tmp_path), epochs=3, progress=False)
     assert [r["name"] for r in report["images"]] == list(SKIMAGE_HELD_OUT)
     for row in report["images"]:
         assert row["srcnn_psnr"] > row["bicubic_psnr"] + 0.1, row
@@ -247,13 +249,9 @@ def test_init_weights_start_from_a_given_model(data, tmp_path):
     from srcnn_theano.files import sha256_file
     from srcnn_theano.network.weights import Weights, save
 
-    arch = dict(f1=9, f2=1, f3=5, n1=64, n2=32, channels=1)
-    rng = np.random.RandomState(5)
-    shapes = {"conv1.W": (64, 1, 9, 9), "conv1.b": (64,), "conv2.W": (32, 64, 1, 1),
-              "conv2.b": (32,), "conv3.W": (1, 32, 5, 5), "conv3.b": (1,)}
-    arrays = {k: rng.normal(0, 0.01, s).astype("float32") for k, s in shapes.items()}
+    arrays = random_arrays(ARCH_915, seed=5, std=0.01)
     path = str(tmp_path / "start.npz")
-    save(path, Weights(arrays, arch, 3))
+    save(path, Weights(arrays, ARCH_915, 3))
     # One epoch at a negligible learning rate: the weights stay where the run started.
     config = fast(epochs=1, optimizer="sgd", learning_rate=1e-12, schedule="constant")
     result = training.train(config, data["tiny"], data["val"], str(tmp_path / "run"),

@@ -284,18 +284,24 @@ def tile_arg(value):
     return int(value)
 
 
-def add_arguments(p):
-    """Add the ``bench`` options to ``p`` (the CLI's ``bench`` sub-parser); return it."""
+def add_graph_arguments(p):
+    """What to build and time (shared with ``benchmarks/theano_worker.py``); returns ``p``."""
     p.add_argument("--size", type=int, default=512, help="predict on a SIZE x SIZE image (512)")
     p.add_argument("--batch", type=int, default=PATCHES, help="patches per training step (64)")
     p.add_argument("--patch", type=int, default=PATCH, help="training patch side (33)")
-    p.add_argument("--repeats", type=int, default=7, help="timed runs; the median is reported")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     p.add_argument("--impl", choices=("gemm", "corrmm"), default="gemm",
                    help="convolution graph (corrmm: Theano's CorrMM, the slow reference)")
     p.add_argument("--tile", type=tile_arg, default="default",
                    help="Predictor tile side, 'none' for no tiling (default: the library's)")
     p.add_argument("--only", choices=("predict", "train"), help="run one of the two")
+    return p
+
+
+def add_arguments(p):
+    """Add the ``bench`` options to ``p`` (the CLI's ``bench`` sub-parser); return it."""
+    add_graph_arguments(p)
+    p.add_argument("--repeats", type=int, default=7, help="timed runs; the median is reported")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return p
 

@@ -1,5 +1,6 @@
 """Training: recipes (``config``), the run's data (``data``), checkpoints/logs/plots
-(``checkpoint``), the loop with exact resume (``loop``) and the demo (``demo``).
+(``checkpoint``) and the loop with exact resume (``loop``). The demo is an
+application: :mod:`srcnn_theano.apps.demo`.
 
 The names below are the training API, as the notebook and ``train.py`` use it::
 
@@ -10,10 +11,9 @@ The names below are the training API, as the notebook and ``train.py`` use it::
 from srcnn_theano.training.checkpoint import LOG_FIELDS, TrainState, clear_run, load_checkpoint
 from srcnn_theano.training.config import PRESETS, TrainConfig
 from srcnn_theano.training.data import prepare_h5
-from srcnn_theano.training.demo import DEMO_EPOCHS, DEMO_SCALE, demo
 from srcnn_theano.training.loop import (DivergedError, TrainingInterrupted, TrainResult,
                                         compiled_trainer, resume, train)
 
 __all__ = ["LOG_FIELDS", "TrainState", "clear_run", "load_checkpoint", "PRESETS", "TrainConfig",
-           "prepare_h5", "DEMO_EPOCHS", "DEMO_SCALE", "demo", "DivergedError",
+           "prepare_h5", "DivergedError",
            "TrainingInterrupted", "TrainResult", "compiled_trainer", "resume", "train"]

@@ -1,12 +1,13 @@
 """The demo (``python train.py`` with no data): the ``fast`` recipe on scikit-image's bundled photographs."""
 import os
 
+from srcnn_theano.apps.figure import save_comparison
 from srcnn_theano.evaluation.datasets import load_ground_truth, write_skimage_photos
 from srcnn_theano.evaluation.protocol import evaluate_images
+from srcnn_theano.network.inference import Predictor
+from srcnn_theano.network.weights import load
+from srcnn_theano.training import TrainConfig, prepare_h5, train
 from srcnn_theano.training.checkpoint import make_run_folder
-from srcnn_theano.training.config import TrainConfig
-from srcnn_theano.training.data import prepare_h5
-from srcnn_theano.training.loop import train
 
 DEMO_SCALE = 3
 DEMO_EPOCHS = 8  # about 2 minutes on two idle cores
@@ -28,9 +29,6 @@ def demo(out_dir="runs/demo", epochs=DEMO_EPOCHS, stride=14, command=None, progr
         report of ``best.npz`` on the held-out photographs
         (:func:`~srcnn_theano.evaluation.protocol.format_table` prints it).
     """
-    from srcnn_theano.apps.figure import save_comparison
-    from srcnn_theano.network.inference import Predictor
-    from srcnn_theano.network.weights import load
 
     config = TrainConfig.from_preset("fast", epochs=epochs, scale=DEMO_SCALE)
     make_run_folder(out_dir)
