@@ -28,7 +28,8 @@ if __package__ in (None, ""):
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from srcnn_theano.errors import ArgumentParser, SRCNNError, run_command  # noqa: E402
+from srcnn_theano.commandline import ArgumentParser, add_pixel_limit_option, run_command  # noqa: E402
+from srcnn_theano.errors import SRCNNError  # noqa: E402
 
 RECIPE = ("preset", "arch", "padding", "init", "init_std", "optimizer", "lr", "momentum",
           "lr_multipliers", "loss", "schedule", "batch_size", "seed", "scale", "val", "out",
@@ -80,6 +81,7 @@ def build_parser():
     run.add_argument("--memory-mb", type=int, default=1024,
                      help="patches held in memory; larger files are streamed (default 1024)")
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    add_pixel_limit_option(run)
     return p
 
 

@@ -16,7 +16,8 @@ if __package__ in (None, ""):
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from srcnn_theano.errors import ArgumentParser, SRCNNError, run_command  # noqa: E402
+from srcnn_theano.commandline import ArgumentParser, add_pixel_limit_option, run_command  # noqa: E402
+from srcnn_theano.errors import SRCNNError  # noqa: E402
 from srcnn_theano.image.io import list_images  # noqa: E402
 from srcnn_theano.patches.extract import CHANNELS  # noqa: E402
 from srcnn_theano.patches.store import write_h5  # noqa: E402
@@ -40,7 +41,7 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
+    return add_pixel_limit_option(p)
 
 
 def _main(argv):

@@ -8,7 +8,8 @@ import json
 import os
 import sys
 
-from srcnn_theano.errors import ArgumentParser, SRCNNError, run_command
+from srcnn_theano.commandline import ArgumentParser, add_pixel_limit_option, run_command
+from srcnn_theano.errors import SRCNNError
 
 
 def _weights_and_scale(args):
@@ -42,8 +43,9 @@ def _cmd_upscale(args):
     from srcnn_theano.apps.upscale import output_paths, upscale_files
 
     weights, scale = _weights_and_scale(args)
-    pairs = output_paths([args.input], args.output)
-    failed = upscale_files(pairs, scale, weights, **({} if args.tile is None else {"tile": args.tile}))
+    pairs = output_paths([args.input], args.output, force=args.force)
+    failed = upscale_files(pairs, scale, weights, quality=args.quality,
+                           **({} if args.tile is None else {"tile": args.tile}))
     done = len(pairs) - len(failed)
     if len(pairs) > 1 or not failed:
         print(f"wrote {done} image(s) x{scale} to {args.output}", file=sys.stderr)
@@ -107,6 +109,10 @@ def build_parser():
     up.add_argument("-o", "--output", required=True,
                     help="output file (format from its extension) or folder")
     up.add_argument("--tile", type=int, help="low-resolution tile side (bounded memory; default 128)")
+    up.add_argument("--quality", type=int, default=95,
+                    help="JPEG/WebP quality 1..100 (default 95; JPEG with 4:4:4 chroma)")
+    up.add_argument("--force", action="store_true",
+                    help="replace existing outputs (never an input: that is always refused)")
     up.set_defaults(func=_cmd_upscale)
 
     bm = sub.add_parser("benchmark", help="the paper-style table: bicubic, authors' models, ours")
@@ -129,6 +135,8 @@ def build_parser():
                                       "step (medians; --json prints one JSON line last)")
     _bench_arguments(bn)
     bn.set_defaults(func=_cmd_bench)
+    for command in sub.choices.values():
+        add_pixel_limit_option(command)
     return parser
 
 

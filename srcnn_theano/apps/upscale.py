@@ -21,7 +21,8 @@ import os
 import numpy as np
 
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.image.io import expand_inputs, read_image, write_image
+from srcnn_theano.files import check_outputs, same_file
+from srcnn_theano.image.io import DEFAULT_JPEG_QUALITY, expand_inputs, read_photo, write_image
 from srcnn_theano.image.units import from_float, to_float
 from srcnn_theano.image.imresize import imresize
 from srcnn_theano.network.inference import Predictor
@@ -31,9 +32,11 @@ LR_TILE = 128  #: low-resolution pixels per tile side
 
 
 def _to_planes(f):
-    """Float (h, w[, 3|4]) in [0, 1] -> (h, w, C) planes: Y (or gray), then Cb, Cr, alpha."""
+    """Float (h, w[, 2|3|4]) in [0, 1] -> (h, w, C) planes: Y (or gray), then Cb, Cr, alpha."""
     if f.ndim == 2:
         return f[..., None]
+    if f.shape[2] == 2:
+        return f  # gray + alpha
     planes = rgb2ycbcr(f[..., :3])
     return np.concatenate([planes, f[..., 3:]], axis=2) if f.shape[2] == 4 else planes
 
@@ -42,6 +45,8 @@ def _from_planes(up, ndim):
     """Inverse of :func:`_to_planes` for an image of ``ndim`` dimensions (float, not clipped)."""
     if ndim == 2:
         return up[..., 0]
+    if up.shape[2] == 2:
+        return up
     rgb = ycbcr2rgb(up[..., :3])
     return np.concatenate([rgb, up[..., 3:]], axis=2) if up.shape[2] == 4 else rgb
 
@@ -117,7 +122,7 @@ def upscale_image(image, scale, predictor, tile=LR_TILE):
     """
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
-    if image.ndim == 3 and image.shape[2] not in (3, 4):
+    if image.ndim == 3 and image.shape[2] not in (2, 3, 4):
         raise SRCNNError(f"unsupported channel count {image.shape[2]}")
     if min(image.shape[:2]) < 2:
         raise SRCNNError(f"image {image.shape[1]}x{image.shape[0]} is too small to upscale")
@@ -128,23 +133,44 @@ def upscale_image(image, scale, predictor, tile=LR_TILE):
                           lambda up: from_float(_from_planes(up, image.ndim), image.dtype), out)
 
 
-def output_paths(inputs, output):
-    """Pair input files with output files.
+def output_paths(inputs, output, force=False):
+    """Pair input files with output files, checked before any work (:func:`~srcnn_theano.files.check_outputs`).
 
     A single input file and an ``output`` that is not an existing folder
-    means ``output`` is the file name; otherwise ``output`` is a folder and
-    each output keeps its input's name.
+    means ``output`` is the file name; otherwise ``output`` is a folder
+    (created if missing) and each output keeps its input's name.
+
+    Raises
+    ------
+    SRCNNError
+        An output that is an input (also: the output folder is the input
+        folder), an existing output without ``force``, a missing or
+        unwritable output folder.
     """
     files = expand_inputs(inputs)
     single = len(inputs) == 1 and not os.path.isdir(inputs[0])
     if single and not os.path.isdir(output):
-        return [(files[0], output)]
-    os.makedirs(output, exist_ok=True)
-    return [(p, os.path.join(output, os.path.basename(p))) for p in files]
+        pairs = [(files[0], output)]
+    else:
+        for folder in inputs:
+            if os.path.isdir(folder) and same_file(folder, output):
+                raise SRCNNError(f"output folder {output} is the input folder: refusing to "
+                                 "overwrite the originals (choose another output folder)")
+        try:
+            os.makedirs(output, exist_ok=True)
+        except OSError as e:
+            raise SRCNNError(f"cannot create output folder {output}: {e.strerror or e}") from None
+        pairs = [(p, os.path.join(output, os.path.basename(p))) for p in files]
+    check_outputs(pairs, force)
+    return pairs
 
 
-def upscale_files(pairs, scale, weights, tile=LR_TILE, progress=True):
+def upscale_files(pairs, scale, weights, tile=LR_TILE, progress=True, quality=DEFAULT_JPEG_QUALITY):
     """Upscale (input, output) file pairs; bad inputs are collected, not fatal.
+
+    Each output carries its input's ICC profile and EXIF where its format
+    holds them (:func:`srcnn_theano.image.io.write_image`); JPEG outputs are
+    written at ``quality``.
 
     Returns
     -------
@@ -159,7 +185,8 @@ def upscale_files(pairs, scale, weights, tile=LR_TILE, progress=True):
         it = tqdm(pairs, desc=f"upscale x{scale}", unit="img", disable=None)
     for src, dst in it:
         try:
-            write_image(dst, upscale_image(read_image(src), scale, predictor, tile))
+            image, metadata = read_photo(src)
+            write_image(dst, upscale_image(image, scale, predictor, tile), metadata, quality)
         except SRCNNError as e:
             failed.append((src, str(e)))
     return failed

@@ -39,8 +39,8 @@ def load_ground_truth(folder):
     images = []
     for path in paths:
         img = read_image(path)
-        if img.ndim == 3 and img.shape[2] == 4:
-            img = img[:, :, :3]
+        if img.ndim == 3 and img.shape[2] in (2, 4):  # alpha dropped: evaluation is on Y
+            img = img[:, :, 0] if img.shape[2] == 2 else img[:, :, :3]
         images.append((os.path.splitext(os.path.basename(path))[0], img))
     return images
 

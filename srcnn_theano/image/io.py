@@ -1,20 +1,78 @@
-"""Reading and writing image files, and the 0-1 float <-> integer boundary.
+"""Reading and writing image files: arrays, orientation, metadata, size limits.
 
-Arrays returned here are ``(H, W)`` for grayscale and ``(H, W, C)`` with
-channels in RGB(A) order, dtype ``uint8`` or ``uint16`` exactly as stored.
-Palette images come back as RGB(A). Writing is atomic (:mod:`srcnn_theano.files`):
-the file appears complete under its name or not at all. Conversions to and
+Arrays returned here are ``(H, W)`` for grayscale, ``(H, W, 2)`` for
+gray + alpha, and ``(H, W, 3|4)`` for RGB(A), dtype ``uint8`` or ``uint16``
+exactly as stored. Palette images come back as RGB(A). Conversions to and
 from 0-1 floats are in :mod:`srcnn_theano.image.units`.
+
+Real photographs
+----------------
+* The EXIF orientation is applied on reading (``ImageOps.exif_transpose``):
+  the array is upright, and the EXIF carried to an output says so.
+* :func:`read_photo` also returns the file's :class:`Metadata`: the ICC
+  colour profile and the EXIF block. :func:`write_image` writes the ICC
+  profile into PNG, JPEG, TIFF and WebP outputs, and the EXIF into PNG,
+  JPEG and WebP ones, with its pixel-size fields set to the output's size
+  and no orientation tag. Other formats, and 16-bit colour (written by
+  OpenCV), get no metadata.
+* Animated GIFs, multi-page TIFFs and the like: the first frame is used,
+  with a ``note:`` on stderr.
+* JPEG is written at quality :data:`DEFAULT_JPEG_QUALITY` (95) with 4:4:4
+  chroma (no subsampling) unless told otherwise, not Pillow's 75 / 4:2:0.
+
+Size limit
+----------
+Images over :data:`DEFAULT_PIXEL_LIMIT` pixels (width x height, 100
+million: decoding one takes 0.3 GB for RGB at 8 bits, and upscaling it
+many times that) are refused with :class:`SRCNNError` from the file's
+header, before anything is decoded; ``--max-pixels`` on every command line
+(:func:`set_pixel_limit`) raises or lowers it. Pillow's own
+decompression-bomb check is replaced by this one.
+
+Writing is atomic (:mod:`srcnn_theano.files`): the file appears complete
+under its name or not at all.
 """
 import os
+import sys
+import warnings
+from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from srcnn_theano.errors import SRCNNError
 from srcnn_theano.files import atomic_output, atomic_write_bytes
 
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
+DEFAULT_PIXEL_LIMIT = 100_000_000
+DEFAULT_JPEG_QUALITY = 95
+PNG_COMPRESS_LEVEL = 6  #: zlib level of PNG outputs (Pillow's default)
+_ICC_FORMATS = ("PNG", "JPEG", "TIFF", "WEBP")
+_EXIF_FORMATS = ("PNG", "JPEG", "WEBP")
+_pixel_limit = DEFAULT_PIXEL_LIMIT
+
+
+def set_pixel_limit(pixels):
+    """Set the largest image (width x height) :func:`read_image` accepts; ``None`` for the default."""
+    global _pixel_limit
+    if pixels is not None and pixels < 1:
+        raise SRCNNError(f"--max-pixels must be positive, not {pixels}")
+    _pixel_limit = DEFAULT_PIXEL_LIMIT if pixels is None else int(pixels)
+
+
+class Metadata(NamedTuple):
+    """What a photograph carries besides its pixels.
+
+    Attributes
+    ----------
+    icc_profile : bytes or None
+        The embedded ICC colour profile.
+    exif : PIL.Image.Exif or None
+        The EXIF tags (orientation already applied and removed).
+    """
+
+    icc_profile: bytes = None
+    exif: object = None
 
 
 def list_images(folder):
@@ -40,18 +98,26 @@ def expand_inputs(paths):
 
 
 def read_image(path):
-    """Read an image file.
+    """Read an image file (see :func:`read_photo`); returns only the array."""
+    return read_photo(path)[0]
+
+
+def read_photo(path):
+    """Read an image file, upright, with its metadata.
 
     Returns
     -------
-    ndarray, uint8 or uint16, shape (H, W) or (H, W, 3|4)
-        Grayscale stays 2-D; palette images are converted to RGB (RGBA when
-        they carry transparency); 16-bit PNG/TIFF keep 16 bits.
+    image : ndarray, uint8 or uint16, shape (H, W), (H, W, 2) or (H, W, 3|4)
+        Grayscale stays 2-D, gray + alpha is (H, W, 2); palette images are
+        converted to RGB (RGBA when they carry transparency); 16-bit PNG/TIFF
+        keep 16 bits. The EXIF orientation is applied.
+    metadata : Metadata
 
     Raises
     ------
     SRCNNError
-        Missing, empty, truncated or non-image files.
+        Missing, empty, truncated, too large or non-image files; unsupported
+        pixel types. Always one line naming the file.
     """
     if not os.path.exists(path):
         raise SRCNNError(f"no such file: {path}")
@@ -59,40 +125,82 @@ def read_image(path):
         raise SRCNNError(f"is a folder, not an image: {path}")
     if os.path.getsize(path) == 0:
         raise SRCNNError(f"empty file: {path}")
+    bomb_limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            elif im.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
-                im = im.convert("RGB" if im.mode != "1" else "L")
-            elif im.mode == "LA":
-                im = im.convert("RGBA")
-            elif im.mode.startswith("I;16"):
-                arr = np.array(im, dtype=np.uint16)
-                return arr
-            elif im.mode == "I":
-                arr = np.array(im)
-                if arr.min() < 0 or arr.max() > 65535:
-                    raise SRCNNError(f"unsupported 32-bit integer image: {path}")
-                return arr.astype(np.uint16)
-            elif im.mode == "F":
-                raise SRCNNError(f"unsupported floating-point image: {path}")
-            arr = np.array(im)
+        Image.MAX_IMAGE_PIXELS = None  # our own limit, below, replaces Pillow's
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > _pixel_limit:
+                    raise SRCNNError(f"{path}: {w}x{h} is {w * h / 1e6:.1f} million pixels, over "
+                                     f"the limit of {_pixel_limit / 1e6:g} million "
+                                     "(--max-pixels raises it)")
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1:
+                    print(f"note: {path} has {frames} frames; using the first", file=sys.stderr)
+                im.load()
+                icc = im.info.get("icc_profile") or None
+                upright = ImageOps.exif_transpose(im)
+                exif = upright.getexif()
+                exif.pop(0x0112, None)  # orientation: applied
+                arr = _to_array(upright, path)
     except SRCNNError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, KeyError,
+            IndexError, EOFError, Image.DecompressionBombError, MemoryError) as e:
         raise SRCNNError(f"cannot read image {path}: {e}") from None
-    if arr.dtype not in (np.uint8, np.uint16):
-        raise SRCNNError(f"unsupported pixel type {arr.dtype} in {path}")
+    finally:
+        Image.MAX_IMAGE_PIXELS = bomb_limit
+    return arr, Metadata(icc, exif if len(exif) else None)
+
+
+def _to_array(im, path):
+    """A decoded Pillow image -> uint8/uint16 array in the layouts of :func:`read_photo`."""
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA" or mode == "RGBa":
+        im = im.convert("RGBA")
+    elif mode == "La":
+        im = im.convert("LA")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        im = im.convert("RGB")
+    elif mode.startswith("I;16"):
+        return np.array(im, dtype=np.uint16)
+    elif mode == "I":
+        arr = np.array(im)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise SRCNNError(f"unsupported 32-bit integer image: {path}")
+        return arr.astype(np.uint16)
+    elif mode == "F":
+        raise SRCNNError(f"unsupported floating-point image: {path}")
+    arr = np.array(im)
+    if arr.dtype not in (np.uint8, np.uint16) or arr.ndim not in (2, 3):
+        raise SRCNNError(f"unsupported pixel type {arr.dtype} {arr.shape} in {path}")
     return arr
 
 
-def write_image(path, arr):
-    """Write ``arr`` (uint8 or uint16; (H, W) or (H, W, 3|4)) atomically (:mod:`srcnn_theano.files`).
+def write_image(path, arr, metadata=None, quality=DEFAULT_JPEG_QUALITY):
+    """Write ``arr`` atomically (:mod:`srcnn_theano.files`); the format follows the extension.
 
-    The format follows the file extension. JPEG cannot hold alpha or 16 bits:
-    such images are rejected with :class:`SRCNNError` rather than silently changed.
+    Parameters
+    ----------
+    path : str
+    arr : ndarray, uint8 or uint16, (H, W), (H, W, 2) or (H, W, 3|4)
+    metadata : Metadata or None
+        ICC profile and EXIF to carry (see the module docstring for which
+        formats hold them); EXIF size fields are set to ``arr``'s size.
+    quality : int
+        JPEG / WebP quality, 1..100; JPEG is written with 4:4:4 chroma.
+
+    Raises
+    ------
+    SRCNNError
+        Unknown extension; a format that cannot hold the image (JPEG with
+        alpha, 16 bits other than PNG/TIFF) rather than silently changing it.
     """
     ext = os.path.splitext(path)[1].lower()
     if not ext:
@@ -100,19 +208,51 @@ def write_image(path, arr):
     fmt = Image.registered_extensions().get(ext)
     if fmt is None:
         raise SRCNNError(f"unknown image extension {ext}: {path}")
+    if not 1 <= int(quality) <= 100:
+        raise SRCNNError(f"--quality must be in 1..100, not {quality}")
+    alpha = arr.ndim == 3 and arr.shape[2] in (2, 4)
+    if fmt == "JPEG" and alpha:
+        raise SRCNNError(f"JPEG cannot store an alpha channel: {path}")
     if arr.dtype == np.uint16:
-        if ext not in (".png", ".tif", ".tiff"):
+        if fmt not in ("PNG", "TIFF"):
             raise SRCNNError(f"16-bit images can only be written as PNG or TIFF, not {ext}: {path}")
         if arr.ndim == 3:
             atomic_write_bytes(path, _encode_cv2_16bit(path, arr))
             return
         im = Image.fromarray(arr, mode="I;16")
     else:
-        if ext in (".jpg", ".jpeg") and arr.ndim == 3 and arr.shape[2] == 4:
-            raise SRCNNError(f"JPEG cannot store an alpha channel: {path}")
-        im = Image.fromarray(arr)
+        im = Image.fromarray(arr, mode="LA" if arr.ndim == 3 and arr.shape[2] == 2 else None)
+    options = {}
+    if fmt == "JPEG":
+        options.update(quality=int(quality), subsampling=0)
+    elif fmt == "WEBP":
+        options.update(quality=int(quality))
+    elif fmt == "PNG":
+        options.update(compress_level=PNG_COMPRESS_LEVEL)
+    if metadata is not None:
+        if metadata.icc_profile and fmt in _ICC_FORMATS:
+            options["icc_profile"] = metadata.icc_profile
+        if metadata.exif is not None and fmt in _EXIF_FORMATS:
+            options["exif"] = _exif_for(metadata.exif, arr.shape[1], arr.shape[0])
     with atomic_output(path, suffix=ext) as tmp:
-        im.save(tmp, format=fmt)
+        try:
+            im.save(tmp, format=fmt, **options)
+        except (ValueError, TypeError, KeyError) as e:
+            raise SRCNNError(f"cannot write {path} as {fmt}: {e}") from None
+
+
+def _exif_for(exif, width, height):
+    """EXIF bytes for an output of ``width`` x ``height``: size fields set, no orientation."""
+    out = Image.Exif()
+    out.load(exif.tobytes())
+    out.pop(0x0112, None)
+    sub = out.get_ifd(0x8769)  # the Exif IFD, where PixelXDimension / PixelYDimension live
+    if 0xA002 in sub or 0xA003 in sub:
+        sub[0xA002], sub[0xA003] = int(width), int(height)
+    for tag in (0x0100, 0x0101):  # ImageWidth / ImageLength of IFD0, when present
+        if tag in out:
+            out[tag] = int(width) if tag == 0x0100 else int(height)
+    return out.tobytes()
 
 
 def _encode_cv2_16bit(path, arr):

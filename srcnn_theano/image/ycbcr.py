@@ -121,10 +121,11 @@ def rgb2y(img):
 
     Parameters
     ----------
-    img : ndarray, shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)
-        ``uint8``, ``uint16`` or float (0..1). Grayscale ``(H, W)`` and
-        ``(H, W, 1)`` are returned as they are (as 2-D), since the SRCNN code
-        uses grayscale images directly; RGBA uses the RGB part.
+    img : ndarray, shape (H, W), (H, W, 1|2), (H, W, 3) or (H, W, 4)
+        ``uint8``, ``uint16`` or float (0..1). Grayscale ``(H, W)``,
+        ``(H, W, 1)`` and gray + alpha ``(H, W, 2)`` give the gray plane as it
+        is (2-D), since the SRCNN code uses grayscale images directly; RGBA
+        uses the RGB part.
 
     Returns
     -------
@@ -135,7 +136,7 @@ def rgb2y(img):
     img = np.asarray(img)
     if img.ndim == 2:
         return img
-    if img.ndim == 3 and img.shape[2] == 1:
+    if img.ndim == 3 and img.shape[2] in (1, 2):  # gray, gray + alpha
         return img[:, :, 0]
     if img.ndim == 3 and img.shape[2] == 4:
         img = img[:, :, :3]

@@ -83,6 +83,11 @@ def architecture_of(arrays):
     if not ok:
         shapes = ", ".join(f"{k} {arrays[k].shape}" for k in _KEYS)
         raise SRCNNError(f"inconsistent SRCNN weight shapes: {shapes}")
+    if min(f1, f2, f3) < 1 or not f1 % 2 == f2 % 2 == f3 % 2 == 1 or min(n1, n2, c) < 1:
+        raise SRCNNError(f"not an SRCNN: kernel sizes {f1}-{f2}-{f3} must be odd and filters "
+                         f"{n1}/{n2}/{c} positive")
+    if not all(np.isfinite(arrays[k]).all() for k in _KEYS):
+        raise SRCNNError("weights contain NaN or infinite values")
     return dict(f1=f1, f2=f2, f3=f3, n1=n1, n2=n2, channels=c)
 
 
@@ -102,14 +107,26 @@ def load_npz(path):
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             arrays = {k: z[k].astype("float32") for k in _KEYS}
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-        raise SRCNNError(f"not a valid srcnn-theano weights file: {path} ({e})") from None
-    if meta.get("format") != FORMAT_VERSION:
-        raise SRCNNError(f"unsupported weights format {meta.get('format')!r} in {path}")
-    arch = architecture_of(arrays)
-    if arch != {k: meta["architecture"][k] for k in arch}:
-        raise SRCNNError(f"weights in {path} do not match their stated architecture")
-    return Weights(arrays, arch, meta.get("scale"), meta.get("provenance"))
+        if not isinstance(meta, dict):
+            raise ValueError("its meta is not a JSON object")
+        if meta.get("format") != FORMAT_VERSION:
+            raise SRCNNError(f"unsupported weights format {meta.get('format')!r} in {path}")
+        try:
+            arch = architecture_of(arrays)
+        except SRCNNError as e:
+            raise SRCNNError(f"{path}: {e}") from None
+        stated = meta["architecture"]
+        if arch != {k: stated[k] for k in arch}:
+            raise SRCNNError(f"weights in {path} do not match their stated architecture")
+        scale = meta.get("scale")
+        if scale is not None and (not isinstance(scale, int) or scale < 1):
+            raise ValueError(f"bad scale {scale!r}")
+        return Weights(arrays, arch, scale, meta.get("provenance"))
+    except SRCNNError:
+        raise
+    except Exception as e:  # zipfile, numpy and json raise many types on damaged files
+        raise SRCNNError(f"not a valid srcnn-theano weights file: {path} "
+                         f"({type(e).__name__}: {e})") from None
 
 
 def mat_to_arrays(mat):
@@ -163,14 +180,17 @@ def load_mat(path):
 
     try:
         mat = scipy.io.loadmat(path)
-    except (OSError, ValueError, TypeError, NotImplementedError) as e:
-        raise SRCNNError(f"cannot read MATLAB file {path}: {e}") from None
-    arrays = mat_to_arrays(mat)
+        arrays = mat_to_arrays(mat)
+        arch = architecture_of(arrays)
+    except SRCNNError as e:
+        raise SRCNNError(f"{path}: {e}") from None
+    except Exception as e:  # scipy.io raises many types on damaged or non-MATLAB files
+        raise SRCNNError(f"cannot read MATLAB file {path} ({type(e).__name__}: {e})") from None
     m = re.search(r"x(\d+)\.mat$", os.path.basename(path))
     provenance = {"source": "authors' released SRCNN_v1 model (academic use only)",
                   "file": os.path.basename(os.path.dirname(os.path.abspath(path))) + "/"
                   + os.path.basename(path)}
-    return Weights(arrays, architecture_of(arrays), int(m.group(1)) if m else None, provenance)
+    return Weights(arrays, arch, int(m.group(1)) if m else None, provenance)
 
 
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")

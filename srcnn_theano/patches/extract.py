@@ -53,8 +53,8 @@ def image_to_planes(img, channels="y"):
     if channels == "y":
         return y_channel(img)
     img = to_uint8(img)
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = img[:, :, :3]
+    if img.ndim == 3 and img.shape[2] in (2, 4):  # alpha dropped
+        img = img[:, :, 0] if img.shape[2] == 2 else img[:, :, :3]
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
     return to_float(img)

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.files import atomic_output, scratch_file, sha256_file
+from srcnn_theano.files import atomic_output, check_outputs, scratch_file, sha256_file
 from srcnn_theano.image.io import read_image
 from srcnn_theano.patches.extract import (augment_images, check_channels, check_geometry,
                                           extract_patches, image_to_planes)
@@ -104,7 +104,7 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
     image_paths = list(image_paths)
     if not image_paths:
         raise SRCNNError("no training images given")
-    _check_output(output, force)
+    check_outputs([(p, output) for p in image_paths], force)
     params = dict(scale=scale, input_size=int(input_size), label_size=int(label_size),
                   stride=int(stride), channels=channels, augment=bool(augment), seed=int(seed),
                   drop_partial_chunk=bool(drop_partial_chunk))
@@ -124,20 +124,6 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
     except OSError as e:
         raise SRCNNError(f"cannot write {output}: {e}") from None
     return H5Summary(output, count, count_extracted, len(sources), skipped)
-
-
-def _check_output(output, force):
-    """Refuse to clobber; return the output folder once known to be writable."""
-    if os.path.isdir(output):
-        raise SRCNNError(f"output is a folder, not a file: {output}")
-    if os.path.exists(output) and not force:
-        raise SRCNNError(f"output already exists (use --force to overwrite): {output}")
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise SRCNNError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise SRCNNError(f"output folder is not writable: {folder}")
-    return folder
 
 
 def _final_count(count_extracted, drop_partial_chunk):
@@ -326,18 +312,24 @@ def open_h5(path, scale=None, label_size=None, check_values=True):
     """
     if not os.path.isfile(path):
         raise SRCNNError(f"no such training file: {path}")
-    if not h5py.is_hdf5(path):
-        raise SRCNNError(f"not an HDF5 file: {path}")
     try:
+        if not h5py.is_hdf5(path):
+            raise SRCNNError(f"not an HDF5 file: {path}")
         h5 = h5py.File(path, "r")
     except OSError as e:
         raise SRCNNError(f"cannot open {path}: {e}") from None
     try:
         _validate(h5, path, scale, label_size, check_values)
+        return PatchFile(path, h5)
+    except SRCNNError:
+        h5.close()
+        raise
+    except Exception as e:  # h5py and numpy raise many types on damaged files
+        h5.close()
+        raise SRCNNError(f"not a valid patch file: {path} ({type(e).__name__}: {e})") from None
     except BaseException:
         h5.close()
         raise
-    return PatchFile(path, h5)
 
 
 def _validate(h5, path, scale, label_size, check_values):
