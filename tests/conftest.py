@@ -59,3 +59,12 @@ def random_arrays(arch, seed=0, std=0.3, fan_in=False):
 
 #: The paper's 9-1-5 with 64/32 filters on one channel (Y).
 ARCH_915 = dict(f1=9, f2=1, f3=5, n1=64, n2=32, channels=1)
+
+
+# Hypothesis profiles for tests/test_fuzz.py: a bounded number of examples in the normal runs,
+# many more with HYPOTHESIS_PROFILE=long (see README, "Developing").
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("default", max_examples=60, derandomize=True)
+_hypothesis_settings.register_profile("long", max_examples=5000)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

@@ -144,6 +144,30 @@ def test_interrupted_and_resumed_run_is_bit_identical(data, tmp_path, where):
         [r["train_loss"] for r in training.load_checkpoint(os.path.join(straight, "last.npz"))[0].log]
 
 
+def test_resume_after_kill_9_is_bit_identical(data, tmp_path):
+    """SIGKILL cannot be caught: the run resumes from the last epoch's checkpoint, exactly."""
+    cfg = fast(epochs=2)
+    straight = str(tmp_path / "straight")
+    training.train(cfg, data["tiny"], data["val"], straight, progress=False)
+    run = str(tmp_path / "killed")
+    code = (f"import os, signal, sys; sys.path.insert(0, {REPO!r})\n"
+            "from srcnn_theano import training\n"
+            "cfg = training.TrainConfig.from_preset('fast', scale=3, batch_size=16, epochs=2)\n"
+            "def kill(epoch, step, loss):\n"
+            "    if step == 9: os.kill(os.getpid(), signal.SIGKILL)   # mid-epoch 2 of 6 steps\n"
+            f"training.train(cfg, {data['tiny']!r}, {data['val']!r}, {run!r}, progress=False, "
+            "callback=kill)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+    state, _, _ = training.load_checkpoint(os.path.join(run, "last.npz"))   # complete, not partial
+    assert (state.epoch, state.batch) == (1, 0)
+    res = subprocess.run([sys.executable, CLI, "--resume", run, "--quiet"], capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert _weights_bytes(run) == _weights_bytes(straight)
+    assert not [n for n in os.listdir(run) if n.startswith(".tmp-")]
+
+
 def test_resume_extends_a_constant_schedule_exactly(data, tmp_path):
     cfg = fast(epochs=2, schedule="constant")
     training.train(cfg, data["tiny"], data["val"], str(tmp_path / "a"), progress=False)

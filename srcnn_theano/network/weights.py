@@ -174,17 +174,57 @@ def mat_to_arrays(mat):
     return {k: np.ascontiguousarray(v, dtype="float32") for k, v in arrays.items()}
 
 
-def load_mat(path):
-    """Read one of the authors' released ``.mat`` models."""
+def _loadmat_in_child(path):
+    """``scipy.io.loadmat(path)`` in a forked child process: its variables, or raise SRCNNError.
+
+    scipy's MATLAB reader crashes the whole process (segmentation fault) on
+    some damaged files, which fuzzing found; a child that dies takes nothing
+    else with it. Fork is cheap (nothing is re-imported) and the variables
+    of a weights file are small.
+    """
+    import faulthandler
+    import pickle
+
     import scipy.io
 
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: read, send, exit without running any cleanup of the parent's
+        os.close(r)
+        faulthandler.disable()  # a crash here is expected and reported by the parent
+        try:
+            mat = scipy.io.loadmat(path)
+            payload = ("ok", {k: v for k, v in mat.items() if not k.startswith("__")})
+        except Exception as e:
+            payload = ("error", f"{type(e).__name__}: {e}")
+        try:
+            with os.fdopen(w, "wb") as f:
+                f.write(pickle.dumps(payload))
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if not data or os.WIFSIGNALED(status):
+        raise SRCNNError(f"cannot read MATLAB file {path}: the MATLAB reader crashed on it "
+                         "(a damaged or non-MATLAB file)")
+    kind, value = pickle.loads(data)
+    if kind != "ok":
+        raise SRCNNError(f"cannot read MATLAB file {path} ({value})")
+    return value
+
+
+def load_mat(path):
+    """Read one of the authors' released ``.mat`` models (in a child process: see
+    :func:`_loadmat_in_child`)."""
+    mat = _loadmat_in_child(path)
     try:
-        mat = scipy.io.loadmat(path)
         arrays = mat_to_arrays(mat)
         arch = architecture_of(arrays)
     except SRCNNError as e:
         raise SRCNNError(f"{path}: {e}") from None
-    except Exception as e:  # scipy.io raises many types on damaged or non-MATLAB files
+    except Exception as e:  # variables of unexpected types or shapes
         raise SRCNNError(f"cannot read MATLAB file {path} ({type(e).__name__}: {e})") from None
     m = re.search(r"x(\d+)\.mat$", os.path.basename(path))
     provenance = {"source": "authors' released SRCNN_v1 model (academic use only)",
