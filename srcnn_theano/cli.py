@@ -31,12 +31,30 @@ def _weights_and_scale(args):
 
 
 def _cmd_evaluate(args):
+    from srcnn_theano.evaluation.datasets import hr_inputs, lr_candidates
+    from srcnn_theano.evaluation.pairing import pair
     from srcnn_theano.evaluation.protocol import evaluate_paths, format_table
-    from srcnn_theano.image.io import expand_inputs
 
     weights, scale = _weights_and_scale(args)
-    report = evaluate_paths(expand_inputs(args.inputs), scale, weights, progress=not args.json)
+    paths = hr_inputs(args.inputs, scale)
+    lr_paths = pair(paths, lr_candidates(args.lr, scale), "LR", args.lr) if args.lr else None
+    report = evaluate_paths(paths, scale, weights, progress=not args.json, lr_paths=lr_paths,
+                            save_dir=args.save_dir)
     print(json.dumps(report) if args.json else format_table(report))
+    if args.save_dir:
+        print(f"wrote {len(paths)} SRCNN and bicubic image(s) to {args.save_dir}/SRCNN and "
+              f"{args.save_dir}/bicubic", file=sys.stderr)
+
+
+def _cmd_score(args):
+    from srcnn_theano.evaluation.datasets import hr_inputs
+    from srcnn_theano.evaluation.score import format_score_table, score_folder
+
+    if args.scale < 2:
+        raise SRCNNError(f"--scale must be 2 or more, not {args.scale}")
+    report = score_folder(hr_inputs([args.hr], args.scale), args.sr, args.scale, args.protocol,
+                          args.shave)
+    print(json.dumps(report) if args.json else format_score_table(report))
 
 
 def _cmd_upscale(args):
@@ -59,19 +77,24 @@ def _cmd_upscale(args):
 
 
 def _cmd_benchmark(args):
-    from srcnn_theano.apps.benchmark import run_benchmark, to_markdown, write_benchmark
+    from srcnn_theano.apps.benchmark import parse_method, run_benchmark, write_benchmark
 
-    rows = run_benchmark(args.data, scales=args.scales, authors_dir=args.authors_models)
-    md, cs = write_benchmark(rows, args.out)
-    print(to_markdown(rows))
-    print(f"wrote {md} and {cs}", file=sys.stderr)
+    methods = [parse_method(m) for m in args.method]
+    rows = run_benchmark(args.data, scales=args.scales, authors_dir=args.authors_models,
+                         protocols=(args.protocol,), methods=methods, use_lr=args.lr_files)
+    _, paths = write_benchmark(rows, args.out, args.protocol, args.baseline, args.resamples, args.seed)
+    with open(paths[0]) as f:
+        print(f.read())
+    print("wrote " + ", ".join(paths), file=sys.stderr)
 
 
 def _cmd_figure(args):
     from srcnn_theano.apps.figure import save_comparison
+    from srcnn_theano.files import check_outputs
     from srcnn_theano.image.io import read_image
     from srcnn_theano.network.inference import Predictor
 
+    check_outputs([(args.image, args.output)], args.force)
     weights, scale = _weights_and_scale(args)
     crop = tuple(args.crop) if args.crop else None
     report = save_comparison(args.output, read_image(args.image), scale, Predictor(weights),
@@ -100,8 +123,29 @@ def build_parser():
                                          "(the authors' protocol)")
     _add_weights_options(ev)
     ev.add_argument("--json", action="store_true", help="print one JSON object")
-    ev.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    ev.add_argument("--lr", metavar="LR_DIR",
+                    help="take the LR images from these files (paired by name) instead of degrading "
+                         "the ground truth: a folder, or a SelfExSR/EDSR set")
+    ev.add_argument("--save-dir", metavar="DIR",
+                    help="also write the SR images to DIR/SRCNN/<stem>.png and DIR/bicubic/<stem>.png")
+    ev.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                    help="ground-truth images, folders of them, or sets in the SelfExSR "
+                         "(image_SRF_<s>/) or EDSR (HR/ + LR_bicubic/X<s>/) layout")
     ev.set_defaults(func=_cmd_evaluate)
+
+    from srcnn_theano.evaluation.score import PROTOCOLS
+    sc = sub.add_parser("score", help="PSNR/SSIM of any method's SR images against the ground truth "
+                                      "(matlab, basicsr or rgb protocol)")
+    sc.add_argument("--hr", required=True, metavar="HR_DIR",
+                    help="ground truth: a folder of HR images, or a SelfExSR/EDSR set")
+    sc.add_argument("--sr", required=True, metavar="SR_DIR", help="the method's results, paired by name")
+    sc.add_argument("--scale", type=int, required=True)
+    sc.add_argument("--protocol", choices=PROTOCOLS, default="matlab",
+                    help="matlab: the authors' code (default); basicsr: BasicSR's float Y; "
+                         "rgb: PSNR over RGB")
+    sc.add_argument("--shave", type=int, help="pixels dropped at each border (default: the scale)")
+    sc.add_argument("--json", action="store_true", help="print one JSON object")
+    sc.set_defaults(func=_cmd_score)
 
     up = sub.add_parser("upscale", help="enlarge real images (SRCNN on Y, bicubic on Cb/Cr/alpha)")
     _add_weights_options(up)
@@ -115,12 +159,25 @@ def build_parser():
                     help="replace existing outputs (never an input: that is always refused)")
     up.set_defaults(func=_cmd_upscale)
 
-    bm = sub.add_parser("benchmark", help="the paper-style table: bicubic, authors' models, ours")
+    bm = sub.add_parser("benchmark", help="the researcher's table: bicubic, every authors' model, "
+                                          "ours, other methods, with bootstrap intervals")
     bm.add_argument("--data", required=True, nargs="+",
-                    help="folders of HR images (Set5, Set14, ...), or folders of such folders")
-    bm.add_argument("--authors-models", help="the authors' SRCNN_v1/model folder (optional)")
+                    help="sets (a folder of HR images, or the SelfExSR or EDSR layout), or folders "
+                         "of sets")
+    bm.add_argument("--authors-models", help="the authors' SRCNN_v1/model folder (optional): every "
+                                             "<arch>/x<scale>.mat in it is a column")
     bm.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
-    bm.add_argument("--out", default="results", help="folder for benchmark.md and benchmark.csv")
+    bm.add_argument("--method", action="append", default=[], metavar="NAME=DIR",
+                    help="another method's results, in DIR/<dataset>/x<scale>/ (repeatable)")
+    bm.add_argument("--protocol", choices=PROTOCOLS, default="matlab", help="as in score (default matlab)")
+    bm.add_argument("--baseline", default="bicubic",
+                    help="method the others are compared with (default bicubic)")
+    bm.add_argument("--lr-files", action="store_true",
+                    help="enlarge the LR images the sets ship instead of degrading the ground truth")
+    bm.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    bm.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    bm.add_argument("--out", default="results",
+                    help="folder for benchmark.md, .csv, .tex and benchmark_images.csv")
     bm.set_defaults(func=_cmd_benchmark)
 
     fg = sub.add_parser("figure", help="HR / bicubic / SRCNN comparison PNG with PSNR captions")
@@ -128,6 +185,7 @@ def build_parser():
     fg.add_argument("image", help="a ground-truth (HR) image")
     fg.add_argument("-o", "--output", required=True, help="output PNG")
     fg.add_argument("--crop", type=int, nargs=4, metavar=("TOP", "LEFT", "H", "W"))
+    fg.add_argument("--force", action="store_true", help="replace an existing output")
     fg.set_defaults(func=_cmd_figure)
 
     from srcnn_theano.apps.speed import add_arguments as _bench_arguments

@@ -275,3 +275,15 @@ def test_kill_9_of_patch_generation_leaves_no_output_and_the_next_run_cleans_up(
     assert res.returncode == 0, res.stderr
     assert "left by a run that was killed" in res.stderr
     assert out.exists() and not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+
+
+def test_figure_follows_the_same_rule(weights_file, tmp_path):
+    img = tmp_path / "hr.png"
+    Image.fromarray(photo(40, 40)).save(img)
+    res = run("figure", "--weights", weights_file, str(img), "-o", str(img))
+    assert_one_line_error(res, "is the input")
+    out = tmp_path / "fig.png"
+    out.write_bytes(b"mine")
+    assert_one_line_error(run("figure", "--weights", weights_file, str(img), "-o", str(out)),
+                          "already exists")
+    assert out.read_bytes() == b"mine"
