@@ -50,6 +50,9 @@ PNG_COMPRESS_LEVEL = 6  #: zlib level of PNG outputs (Pillow's default)
 _ICC_FORMATS = ("PNG", "JPEG", "TIFF", "WEBP")
 _EXIF_FORMATS = ("PNG", "JPEG", "WEBP")
 _pixel_limit = DEFAULT_PIXEL_LIMIT
+# Pillow's decompression-bomb check (a warning, then an exception of its own at 2x) is replaced
+# by the limit read_photo applies from the header; for every Pillow user in this process.
+Image.MAX_IMAGE_PIXELS = None
 
 
 def set_pixel_limit(pixels):
@@ -125,9 +128,7 @@ def read_photo(path):
         raise SRCNNError(f"is a folder, not an image: {path}")
     if os.path.getsize(path) == 0:
         raise SRCNNError(f"empty file: {path}")
-    bomb_limit = Image.MAX_IMAGE_PIXELS
     try:
-        Image.MAX_IMAGE_PIXELS = None  # our own limit, below, replaces Pillow's
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
@@ -150,8 +151,6 @@ def read_photo(path):
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, KeyError,
             IndexError, EOFError, Image.DecompressionBombError, MemoryError) as e:
         raise SRCNNError(f"cannot read image {path}: {e}") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = bomb_limit
     return arr, Metadata(icc, exif if len(exif) else None)
 
 
