@@ -26,6 +26,7 @@ from collections import OrderedDict
 import numpy as np
 
 from srcnn_theano.backend import T, lasagne, theano
+from srcnn_theano.network import cache  # noqa: F401  (stable Theano cache keys before any compile)
 
 PAPER_LR_MULTIPLIERS = {"conv1.W": 1.0, "conv2.W": 1.0, "conv3.W": 0.1,
                         "conv1.b": 0.1, "conv2.b": 0.1, "conv3.b": 0.1}

@@ -2,7 +2,8 @@
 
 The compiled Theano ``predict`` function is built once per architecture and
 padding and shared (weights are swapped into it), because compiling costs
-seconds and the weights are only shared variables.
+seconds and the weights are only shared variables. Across processes it is
+kept on disk, pickled with its model (:mod:`srcnn_theano.network.cache`).
 
 Tiling is exact: each tile is cut with a margin of ``border`` pixels of real
 context (the network's receptive-field radius), and only its centre is
@@ -11,6 +12,7 @@ edge *is* the image edge, where the per-layer padding applies as usual.
 """
 import numpy as np
 
+from srcnn_theano.network import cache
 from srcnn_theano.network.functions import compile_predict
 from srcnn_theano.network.model import SRCNN
 
@@ -23,8 +25,13 @@ def compiled_model(architecture, padding="replicate", impl=None):
     convolution ``impl`` (see :mod:`srcnn_theano.network.model`)."""
     key = (tuple(sorted(architecture.items())), padding, impl)
     if key not in _COMPILED:
-        model = SRCNN(**architecture, padding=padding, impl=impl)
-        _COMPILED[key] = (model, compile_predict(model))
+        def build():
+            model = SRCNN(**architecture, padding=padding, impl=impl)
+            return model, compile_predict(model)
+
+        params = {"architecture": dict(sorted(architecture.items())), "padding": padding,
+                  "impl": impl}
+        _COMPILED[key] = cache.load_or_build("predict", params, build)
     return _COMPILED[key]
 
 
