@@ -52,6 +52,9 @@ def _cmd_score(args):
 
     if args.scale < 2:
         raise SRCNNError(f"--scale must be 2 or more, not {args.scale}")
+    for option, folder in (("--hr", args.hr), ("--sr", args.sr)):
+        if not os.path.isdir(folder):
+            raise SRCNNError(f"{option}: not a folder: {folder}")
     report = score_folder(hr_inputs([args.hr], args.scale), args.sr, args.scale, args.protocol,
                           args.shave)
     print(json.dumps(report) if args.json else format_score_table(report))

@@ -108,3 +108,55 @@ def test_every_command_line_reports_errors_on_one_line(tmp_path, name, args, fra
     res = subprocess.run(COMMAND_LINES[name] + args, cwd=tmp_path, capture_output=True, text=True)
     assert_one_line_error(res, fragment)
     assert os.listdir(tmp_path) == []   # nothing written
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["score", "--hr", "missing_dir", "--sr", ".", "--scale", "3"], "missing_dir"),
+    (["score", "--hr", ".", "--sr", ".", "--scale", "3", "--protocol", "psnr"], "invalid choice"),
+    (["benchmark", "--data", ".", "--method", "mine"], "--method wants NAME=DIR"),
+    (["benchmark", "--data", ".", "--method", "mine=missing_dir"], "missing_dir"),
+    (["evaluate", "--scale", "3", "--lr", "missing_lr", "x.png"], "missing_lr"),
+])
+def test_score_benchmark_evaluate_options_report_errors_on_one_line(tmp_path, args, fragment):
+    res = subprocess.run(COMMAND_LINES["srcnn_theano"] + args, cwd=tmp_path, capture_output=True, text=True)
+    assert_one_line_error(res, fragment)
+    assert os.listdir(tmp_path) == []
+
+
+def _selfexsr_set(root, hr, lr):
+    """``root/Set5/image_SRF_3/img_001_SRF_3_{HR,LR}.png`` and another method's result beside them."""
+    folder = root / "Set5" / "image_SRF_3"
+    folder.mkdir(parents=True)
+    Image.fromarray(hr).save(folder / "img_001_SRF_3_HR.png")
+    Image.fromarray(lr).save(folder / "img_001_SRF_3_LR.png")
+    Image.fromarray(hr).save(folder / "img_001_SRF_3_A+.png")
+    return root / "Set5"
+
+
+@pytest.mark.slow
+def test_evaluate_a_selfexsr_set_with_its_lr_files_and_save_dir(tmp_path):
+    """The set's HR image only (never its LR or A+ files), the hand-made LR file as the input,
+    the SR images saved at the HR size; the numbers equal the library's for the same LR."""
+    from srcnn_theano.evaluation.protocol import evaluate_image
+    from srcnn_theano.network.inference import Predictor
+    from srcnn_theano.network.weights import load_default
+
+    rng = np.random.RandomState(0)
+    hr = rng.randint(0, 256, (36, 36, 3)).astype(np.uint8)
+    lr = rng.randint(0, 256, (12, 12, 3)).astype(np.uint8)
+    root = _selfexsr_set(tmp_path, hr, lr)
+    out = tmp_path / "out"
+    res = run_cli("evaluate", "--scale", "3", "--json", "--lr", str(root), "--save-dir", str(out), str(root))
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert [r["name"] for r in report["images"]] == ["img_001_SRF_3_HR.png"]
+    want = evaluate_image(hr, 3, Predictor(load_default(3)), lr=lr)
+    assert report["images"][0]["bicubic_psnr"] == pytest.approx(want["bicubic_psnr"], abs=1e-9)
+    assert report["images"][0]["srcnn_psnr"] == pytest.approx(want["srcnn_psnr"], abs=1e-6)
+    for sub in ("SRCNN", "bicubic"):
+        assert os.listdir(out / sub) == ["img_001_SRF_3_HR.png"]
+        assert np.asarray(Image.open(out / sub / "img_001_SRF_3_HR.png")).shape == (36, 36, 3)
+    (root / "image_SRF_3" / "img_001_SRF_3_LR.png").unlink()
+    Image.fromarray(lr[:11]).save(root / "image_SRF_3" / "img_001_SRF_3_LR.png")
+    assert_one_line_error(run_cli("evaluate", "--scale", "3", "--lr", str(root), str(root)),
+                          "img_001_SRF_3_LR.png is 11x12")

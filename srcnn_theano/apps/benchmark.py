@@ -1,109 +1,268 @@
-"""The historical-baseline table: bicubic, the authors' models and ours.
+"""The researcher's table: bicubic, every released authors' model, ours and any other method.
 
-Every method is evaluated by :func:`srcnn_theano.evaluation.protocol.evaluate_paths`
-(the authors' protocol), on every dataset folder, at every scale, and the
-results are written as a paper-style Markdown table and a long-form CSV.
+Every SRCNN model is run by the authors' protocol
+(:func:`srcnn_theano.evaluation.protocol.evaluate_image`: ground truth
+modcropped, MATLAB bicubic degradation, or the dataset's own LR files with
+``use_lr``), on every set (:mod:`srcnn_theano.evaluation.datasets`: any of
+the three layouts), at every scale. Other methods' results are read from
+``DIR/<dataset>/x<scale>/`` and paired with the ground truth by name
+(:mod:`srcnn_theano.evaluation.pairing`). All are scored by one protocol
+(:mod:`srcnn_theano.evaluation.score`):
+
+* ``matlab``: SRCNN's and bicubic's scores are ``evaluate``'s (their Y
+  straight from the network, as the authors' code); other methods' images
+  are read and scored on their Y.
+* ``basicsr`` / ``rgb``: SRCNN's and bicubic's colour images
+  (:func:`~srcnn_theano.evaluation.protocol.sr_images`) are scored like any
+  method's, against the ground truth modcropped to their size (what
+  BasicSR's test datasets do to the GT before ``calculate_psnr``).
+
+:func:`summarise` adds, for every method but the baseline, the mean
+per-image PSNR difference to the baseline with a seeded paired bootstrap
+95% interval (:mod:`srcnn_theano.evaluation.statistics`). Outputs
+(:func:`write_benchmark`, :mod:`srcnn_theano.apps.tables`):
+``benchmark.md``, ``benchmark.csv``, ``benchmark.tex`` and
+``benchmark_images.csv``.
 """
-import csv
-import io
 import os
+import sys
 
+from srcnn_theano.apps import tables
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.evaluation.protocol import evaluate_paths
+from srcnn_theano.evaluation.datasets import find_datasets
+from srcnn_theano.evaluation.pairing import pair
+from srcnn_theano.evaluation.protocol import evaluate_image
+from srcnn_theano.evaluation.score import PROTOCOLS, score_images
+from srcnn_theano.evaluation.statistics import RESAMPLES, SEED, paired_bootstrap
 from srcnn_theano.files import atomic_write_bytes
-from srcnn_theano.image.io import list_images
+from srcnn_theano.image.imresize import modcrop
+from srcnn_theano.image.io import list_images, read_image
+from srcnn_theano.network.inference import Predictor
 from srcnn_theano.network.weights import load, load_default, pretrained_path
 
-AUTHORS_ARCHS = ("9-1-5(91 images)", "9-5-5(ImageNet)")
+OURS = "ours 9-1-5 (T91)"
 
 
-def find_datasets(data_dir):
-    """``[(name, [image paths])]``: ``data_dir`` itself if it holds images, else its subfolders.
+def note(message):
+    print(f"note: {message}", file=sys.stderr)
 
-    Subfolders are taken in the papers' order when they are Set5/Set14, then by name.
+
+def authors_models(authors_dir, scale, archs=None):
+    """``[(column name, path)]``: every ``<arch>/x<scale>.mat`` in the authors' model folder.
+
+    Parameters
+    ----------
+    authors_dir : str
+        ``SRCNN_v1/model``, holding ``9-1-5(91 images)/``, ``9-5-5(ImageNet)/`` ...
+    scale : int
+    archs : list of str or None
+        Only these architecture folders (``None``: all), by name.
     """
-    if not os.path.isdir(data_dir):
-        raise SRCNNError(f"not a folder: {data_dir}")
-    own = list_images(data_dir)
-    if own:
-        return [(os.path.basename(os.path.normpath(data_dir)), own)]
-    order = {"Set5": 0, "Set14": 1}
-    subs = sorted((d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d))),
-                  key=lambda d: (order.get(d, 2), d))
-    found = [(d, list_images(os.path.join(data_dir, d))) for d in subs]
-    found = [(d, paths) for d, paths in found if paths]
-    if not found:
-        raise SRCNNError(f"no images in {data_dir} or its subfolders")
+    if not os.path.isdir(authors_dir):
+        raise SRCNNError(f"--authors-models: not a folder: {authors_dir}")
+    found = []
+    for arch in sorted(os.listdir(authors_dir)):
+        path = os.path.join(authors_dir, arch, f"x{scale}.mat")
+        if (archs is None or arch in archs) and os.path.isfile(path):
+            found.append((f"authors {arch}", path))
     return found
 
 
-def methods_for(scale, authors_dir=None):
-    """``[(column name, Weights)]`` available at ``scale``: the authors' (if given) then ours."""
-    out = []
-    if authors_dir:
-        for arch in AUTHORS_ARCHS:
-            path = os.path.join(authors_dir, arch, f"x{scale}.mat")
-            if os.path.isfile(path):
-                out.append((f"authors {arch}", load(path)))
-    if os.path.isfile(pretrained_path(scale)):
-        out.append(("ours 9-1-5 (T91)", load_default(scale)))
-    return out
+def parse_method(spec):
+    """``'NAME=DIR'`` -> ``(NAME, DIR)`` (``--method``)."""
+    name, sep, folder = spec.partition("=")
+    if not sep or not name or not folder:
+        raise SRCNNError(f"--method wants NAME=DIR, not {spec!r}")
+    if not os.path.isdir(folder):
+        raise SRCNNError(f"--method {name}: not a folder: {folder}")
+    return name, folder
 
 
-def run_benchmark(data_dirs, scales=(2, 3, 4), authors_dir=None, progress=True):
-    """Evaluate everything; returns rows ``{dataset, scale, method, psnr, ssim}``.
+def _identity(y):
+    """The 'network' of the bicubic column: its input, unchanged."""
+    return y
 
-    ``data_dirs``: folders as :func:`find_datasets` reads them.
-    """
+
+def _srcnn_rows(images, scale, predictor, method, lrs, protocols, dataset):
     rows = []
-    datasets = [d for folder in data_dirs for d in find_datasets(folder)]
-    for scale in scales:
-        methods = methods_for(scale, authors_dir)
-        if not methods:
-            raise SRCNNError(f"no model for x{scale}: no shipped weights and no --authors-models")
-        for name, paths in datasets:
-            for i, (method, weights) in enumerate(methods):
-                report = evaluate_paths(paths, scale, weights, progress=progress)
-                m = report["mean"]
-                if i == 0:
-                    rows.append(dict(dataset=name, scale=scale, method="bicubic",
-                                     psnr=m["bicubic_psnr"], ssim=m["bicubic_ssim"]))
-                rows.append(dict(dataset=name, scale=scale, method=method,
-                                 psnr=m["srcnn_psnr"], ssim=m["srcnn_ssim"]))
+    colour = any(p != "matlab" for p in protocols)
+    for (name, img), (lr_name, lr) in zip(images, lrs):
+        r = evaluate_image(img, scale, predictor, name, lr=lr, lr_name=lr_name, outputs=colour)
+        for protocol in protocols:
+            if protocol == "matlab":
+                s = {"psnr": r["srcnn_psnr"], "ssim": r["srcnn_ssim"]}
+            else:
+                s = score_images(modcrop(img, scale), r["outputs"]["srcnn"], scale, protocol,
+                                 hr_name=name, sr_name=f"{method} result for {name}")
+            rows.append(dict(protocol=protocol, dataset=dataset, scale=scale, method=method,
+                             image=name, **s))
     return rows
 
 
-def to_csv(rows):
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["dataset", "scale", "method", "psnr", "ssim"])
-    writer.writeheader()
-    for r in rows:
-        writer.writerow(dict(r, psnr=f"{r['psnr']:.4f}", ssim=f"{r['ssim']:.4f}"))
-    return buf.getvalue()
+def _method_rows(images, sr_paths, scale, method, protocols, dataset):
+    rows = []
+    for (name, img), sr_path in zip(images, sr_paths):
+        sr = read_image(sr_path)
+        for protocol in protocols:
+            hr = modcrop(img, scale) if protocol == "basicsr" else img
+            s = score_images(hr, sr, scale, protocol, hr_name=name, sr_name=sr_path)
+            rows.append(dict(protocol=protocol, dataset=dataset, scale=scale, method=method,
+                             image=name, **s))
+    return rows
 
 
-def to_markdown(rows):
-    """Paper-style table: one row per dataset and scale, one column per method (PSNR / SSIM)."""
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    keys = list(dict.fromkeys((r["dataset"], r["scale"]) for r in rows))
-    cell = {(r["dataset"], r["scale"], r["method"]): r for r in rows}
-    lines = ["| dataset | scale | " + " | ".join(methods) + " |",
-             "|---|---|" + "---|" * len(methods)]
-    for ds, sc in keys:
-        vals = []
-        for m in methods:
-            r = cell.get((ds, sc, m))
-            vals.append(f"{r['psnr']:.2f} / {r['ssim']:.4f}" if r else "–")
-        lines.append(f"| {ds} | x{sc} | " + " | ".join(vals) + " |")
-    lines.append("")
-    lines.append("PSNR (dB) / SSIM on the Y channel, MATLAB bicubic degradation, `scale` pixels shaved.")
-    return "\n".join(lines) + "\n"
+def run_benchmark(data_dirs, scales=(2, 3, 4), authors_dir=None, progress=True, protocols=("matlab",),
+                  methods=(), use_lr=False, archs=None, ours=True):
+    """Score everything; returns the per-image rows.
+
+    Parameters
+    ----------
+    data_dirs : list of str
+        Sets or folders of sets (:func:`srcnn_theano.evaluation.datasets.find_datasets`).
+    scales : list of int
+    authors_dir : str or None
+        The authors' ``SRCNN_v1/model`` folder: every model found at a scale is a column.
+    progress : bool
+        A line on stderr per set, scale and method.
+    protocols : list of str
+        Of :data:`srcnn_theano.evaluation.score.PROTOCOLS`; the images are
+        made once and scored under each.
+    methods : list of (str, str)
+        ``(name, DIR)``: results in ``DIR/<dataset>/x<scale>/``.
+    use_lr : bool
+        Enlarge the LR images the sets ship (SelfExSR ``*_LR``, EDSR
+        ``LR_bicubic/X<s>``) instead of degrading the ground truth.
+    archs : list of str or None
+        Only these authors' architectures.
+    ours : bool
+        Include the shipped models.
+
+    Returns
+    -------
+    list of dict ``{protocol, dataset, scale, method, image, psnr, ssim}``
+    (PSNR in dB; ``image`` is the ground-truth file's name).
+    """
+    for p in protocols:
+        if p not in PROTOCOLS:
+            raise SRCNNError(f"unknown protocol {p!r}; protocols: {', '.join(PROTOCOLS)}")
+    datasets = [d for folder in data_dirs for d in find_datasets(folder)]
+    names = [d.name for d in datasets]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise SRCNNError(f"two sets are named {dup[0]}: rename one (results are found by set name)")
+    rows, used = [], set()
+    for scale in scales:
+        models = authors_models(authors_dir, scale, archs) if authors_dir else []
+        if ours and os.path.isfile(pretrained_path(scale)):
+            models.append((OURS, None))
+        if ours and not models and not methods:
+            raise SRCNNError(f"no model for x{scale}: no shipped weights and no --authors-models")
+        for ds in datasets:
+            if not ds.has_scale(scale):
+                note(f"{ds.name} has no x{scale} ground truth ({ds.root}); skipped")
+                continue
+            hr_paths = ds.hr_paths(scale)
+            lrs = [(None, None)] * len(hr_paths)
+            if use_lr:
+                lr_paths = ds.lr_paths(scale)
+                if not lr_paths:
+                    note(f"{ds.name} has no x{scale} LR images ({ds.root}); skipped")
+                    continue
+                lrs = [(p, read_image(p)) for p in pair(hr_paths, lr_paths, "LR", ds.lr_folder(scale))]
+            images = [(os.path.basename(p), read_image(p)) for p in hr_paths]
+            for method, path in [("bicubic", "")] + models:
+                if progress:
+                    print(f"benchmark {ds.name} x{scale}: {method}", file=sys.stderr)
+                weights = None if method == "bicubic" else load_default(scale) if path is None else load(path)
+                predictor = _identity if weights is None else Predictor(weights)
+                rows += _srcnn_rows(images, scale, predictor, method, lrs, protocols, ds.name)
+            for method, root in methods:
+                folder = os.path.join(root, ds.name, f"x{scale}")
+                if not os.path.isdir(folder):
+                    note(f"{method}: no {folder}; its {ds.name} x{scale} cell is empty")
+                    continue
+                used.add(method)
+                if progress:
+                    print(f"benchmark {ds.name} x{scale}: {method} ({folder})", file=sys.stderr)
+                sr_paths = pair(hr_paths, list_images(folder), "SR", folder)
+                rows += _method_rows(images, sr_paths, scale, method, protocols, ds.name)
+    for method, root in methods:
+        if method not in used:
+            raise SRCNNError(f"--method {method}: no results in {root} (expected {root}/<dataset>/"
+                             f"x<scale>/ for {', '.join(names)} at x{', x'.join(map(str, scales))})")
+    return rows
 
 
-def write_benchmark(rows, out_dir):
-    """Write ``benchmark.md`` and ``benchmark.csv`` into ``out_dir``; returns their paths."""
+def _ordered(values):
+    return list(dict.fromkeys(values))
+
+
+def summarise(image_rows, baseline="bicubic", resamples=RESAMPLES, seed=SEED):
+    """Means per (protocol, dataset, scale, method), with the PSNR difference to ``baseline``.
+
+    Parameters
+    ----------
+    image_rows : list of dict
+        ``{protocol, dataset, scale, method, image, psnr, ssim}`` per image.
+    baseline : str
+        The method every other one is compared with (paired by image).
+    resamples, seed : int
+        Of the paired bootstrap (:func:`srcnn_theano.evaluation.statistics.paired_bootstrap`).
+
+    Returns
+    -------
+    list of dict with :data:`SUMMARY_FIELDS`; ``delta_psnr``, ``ci_low`` and
+    ``ci_high`` are ``None`` for the baseline and where it was not scored.
+
+    Raises
+    ------
+    SRCNNError
+        ``baseline`` is none of the methods.
+    """
+    if resamples < 1:
+        raise SRCNNError(f"--resamples must be >= 1, not {resamples}")
+    methods = _ordered(r["method"] for r in image_rows)
+    if baseline not in methods:
+        raise SRCNNError(f"--baseline {baseline!r} is not in the table; methods: {', '.join(methods)}")
+    cells = {}
+    for r in image_rows:
+        cells.setdefault((r["protocol"], r["dataset"], r["scale"], r["method"]), {})[r["image"]] = r
+    out = []
+    for (protocol, dataset, scale, method), per_image in cells.items():
+        psnrs = [r["psnr"] for r in per_image.values()]
+        row = dict(dataset=dataset, scale=scale, method=method, protocol=protocol, images=len(psnrs),
+                   psnr=sum(psnrs) / len(psnrs),
+                   ssim=sum(r["ssim"] for r in per_image.values()) / len(psnrs),
+                   delta_psnr=None, ci_low=None, ci_high=None)
+        base = cells.get((protocol, dataset, scale, baseline))
+        if method != baseline and base is not None:
+            names = [n for n in per_image if n in base]
+            if len(names) != len(per_image) or len(names) != len(base):
+                raise SRCNNError(f"{method} and {baseline} were scored on different images of "
+                                 f"{dataset} x{scale}")
+            row["delta_psnr"], row["ci_low"], row["ci_high"] = paired_bootstrap(
+                [per_image[n]["psnr"] for n in names], [base[n]["psnr"] for n in names],
+                resamples, seed)
+        out.append(row)
+    return out
+
+
+def write_benchmark(image_rows, out_dir, protocol="matlab", baseline="bicubic", resamples=RESAMPLES,
+                    seed=SEED):
+    """Write the tables of one protocol into ``out_dir``; returns ``(summary rows, paths)``.
+
+    Files: ``benchmark.md``, ``benchmark.csv``, ``benchmark.tex`` and
+    ``benchmark_images.csv`` (:mod:`srcnn_theano.apps.tables`), each atomically.
+    """
+    mine = [r for r in image_rows if r["protocol"] == protocol]
+    summary = summarise(mine, baseline, resamples, seed)
     os.makedirs(out_dir, exist_ok=True)
-    md, cs = os.path.join(out_dir, "benchmark.md"), os.path.join(out_dir, "benchmark.csv")
-    atomic_write_bytes(md, to_markdown(rows).encode())
-    atomic_write_bytes(cs, to_csv(rows).encode())
-    return md, cs
+    texts = {"benchmark.md": tables.to_markdown(summary, protocol, baseline, resamples, seed),
+             "benchmark.csv": tables.to_csv(summary),
+             "benchmark.tex": tables.to_tex(summary, protocol),
+             "benchmark_images.csv": tables.images_csv(mine)}
+    paths = []
+    for name, text in texts.items():
+        paths.append(os.path.join(out_dir, name))
+        atomic_write_bytes(paths[-1], text.encode())
+    return summary, paths

@@ -12,6 +12,17 @@ For each ground-truth image:
    ``scale`` pixels shaved at each border.
 6. PSNR = 20 log10(255 / RMSE) and SSIM (Gaussian 11x11, sigma 1.5) on those
    pixels; means over images are means of the per-image values.
+
+With LR files (``evaluate --lr``), step 3 is replaced: the LR image's Y
+(MATLAB ``rgb2ycbcr``, uint8) is enlarged by MATLAB bicubic to the size of
+the modcropped ground truth. Benchmark sets ship such files, and they are
+not always MATLAB's ``imresize`` of the HR image.
+
+The SR images themselves (``evaluate --save-dir``, :func:`sr_images`): for a
+colour ground truth, SRCNN's Y (or the bicubic Y) with Cb/Cr enlarged
+bicubically from the same LR image (float ``rgb2ycbcr``, as ``upscale``
+does), back to RGB with ``ycbcr2rgb``, uint8; for a gray one, the Y plane.
+Each has the size of the modcropped ground truth.
 """
 import os
 import sys
@@ -20,10 +31,11 @@ import numpy as np
 
 from srcnn_theano.errors import SRCNNError
 from srcnn_theano.evaluation.metrics import psnr, shave, ssim
-from srcnn_theano.image.imresize import degrade, modcrop
-from srcnn_theano.image.io import read_image
-from srcnn_theano.image.units import from_float
-from srcnn_theano.image.ycbcr import y_channel
+from srcnn_theano.evaluation.score import drop_alpha
+from srcnn_theano.image.imresize import degrade, imresize, modcrop
+from srcnn_theano.image.io import read_image, write_image
+from srcnn_theano.image.units import from_float, to_float, to_uint8
+from srcnn_theano.image.ycbcr import rgb2ycbcr, y_channel, ycbcr2rgb
 from srcnn_theano.network.inference import Predictor
 
 METRICS = ("bicubic_psnr", "srcnn_psnr", "bicubic_ssim", "srcnn_ssim")
@@ -42,27 +54,126 @@ def check_size(image, scale, name="image"):
                          f"(the {scale}-pixel border is shaved)")
 
 
-def evaluate_image(image, scale, predictor, name="image"):
+def check_lr(lr, image, scale, lr_name="LR image", name="image"):
+    """Raise :class:`SRCNNError` unless ``lr`` is the LR image of ``image`` at ``scale``.
+
+    Its size must be the modcropped ground truth's divided by ``scale``, and
+    both must be colour or both gray.
+    """
+    h, w = (n - n % scale for n in image.shape[:2])
+    lh, lw = lr.shape[:2]
+    if (lh * scale, lw * scale) != (h, w):
+        raise SRCNNError(f"LR image {lr_name} is {lh}x{lw}; x{scale} of the ground truth {name} "
+                         f"({h}x{w} after modcrop) needs {h // scale}x{w // scale}")
+    kind = lambda a: "gray" if drop_alpha(a).ndim == 2 else "colour"  # noqa: E731
+    if kind(lr) != kind(image):
+        raise SRCNNError(f"LR image {lr_name} is {kind(lr)}, its ground truth {name} is {kind(image)}")
+
+
+def bicubic_y(y, scale, lr=None):
+    """Step 3: the network input, float64 (H, W), from the ground truth's Y or from an LR file.
+
+    Parameters
+    ----------
+    y : ndarray float64 (H, W), the modcropped ground-truth Y in [0, 1]
+    scale : int
+    lr : ndarray uint8/uint16 (h, w[, C]) or None
+        The LR image (h = H / scale); ``None`` degrades ``y`` (MATLAB bicubic down, up).
+
+    Returns
+    -------
+    ndarray float64 (H, W), not clipped.
+    """
+    if lr is None:
+        return degrade(y, scale)
+    return imresize(y_channel(drop_alpha(lr)), output_shape=y.shape)
+
+
+def evaluate_image(image, scale, predictor, name="image", lr=None, lr_name="LR image",
+                   outputs=False):
     """Evaluate one ground-truth image (uint8/uint16, (H, W) or (H, W, 3)).
+
+    Parameters
+    ----------
+    image : ndarray uint8/uint16, (H, W) or (H, W, 2|3|4)
+    scale : int
+    predictor : srcnn_theano.network.inference.Predictor
+    name : str
+    lr, lr_name : ndarray uint8/uint16 (H / scale, W / scale[, C]) or None, str
+        The LR image from a file instead of the degraded ground truth (:func:`bicubic_y`).
+    outputs : bool
+        Also return the SR images (:func:`sr_images`) under ``"outputs"``.
 
     Returns
     -------
     dict with ``name``, ``bicubic_psnr``, ``srcnn_psnr``, ``bicubic_ssim``,
     ``srcnn_ssim`` and, under ``"images"`` (not serialised), the uint8
-    ground truth, bicubic and SRCNN Y images before shaving.
+    ground truth, bicubic and SRCNN Y images (H, W) before shaving.
     """
     check_size(image, scale, name)
+    if lr is not None:
+        check_lr(lr, image, scale, lr_name, name)
     y = ground_truth_y(image, scale)
-    bic = degrade(y, scale)
+    bic = bicubic_y(y, scale, lr)
     sr = predictor(bic)
     gt8, bic8, sr8 = from_float(y), from_float(bic), from_float(sr)
     g, b, s = (shave(a, scale) for a in (gt8, bic8, sr8))
-    return {"name": name, "bicubic_psnr": psnr(g, b), "srcnn_psnr": psnr(g, s),
-            "bicubic_ssim": ssim(g, b), "srcnn_ssim": ssim(g, s),
-            "images": {"gt": gt8, "bicubic": bic8, "srcnn": sr8}}
+    row = {"name": name, "bicubic_psnr": psnr(g, b), "srcnn_psnr": psnr(g, s),
+           "bicubic_ssim": ssim(g, b), "srcnn_ssim": ssim(g, s),
+           "images": {"gt": gt8, "bicubic": bic8, "srcnn": sr8}}
+    if outputs:
+        row["outputs"] = sr_images(image, scale, bic, sr, lr)
+    return row
 
 
-def evaluate_images(images, scale, weights, progress=False):
+def sr_images(image, scale, bic, sr, lr=None):
+    """The bicubic and SRCNN images of a ground truth, as files hold them.
+
+    Parameters
+    ----------
+    image : ndarray uint8/uint16, (H, W[, C]), the ground truth
+    scale : int
+    bic, sr : ndarray float (H', W'), bicubic and SRCNN Y in [0, 1] (H', W' modcropped)
+    lr : ndarray uint8/uint16 or None
+        The LR image the Y planes came from (its Cb/Cr are used), or ``None``
+        (the ground truth's Cb/Cr degraded like its Y).
+
+    Returns
+    -------
+    dict ``{"srcnn", "bicubic"}`` of uint8 arrays (H', W', 3) for a colour
+    ground truth, (H', W') for a gray one.
+    """
+    image = drop_alpha(image)
+    if image.ndim == 2:
+        return {"srcnn": from_float(sr), "bicubic": from_float(bic)}
+    hr = modcrop(to_float(to_uint8(image)), scale)
+    if lr is None:
+        cbcr = degrade(rgb2ycbcr(hr)[:, :, 1:], scale)
+    else:
+        cbcr = imresize(rgb2ycbcr(to_float(to_uint8(drop_alpha(lr))))[:, :, 1:], output_shape=hr.shape[:2])
+
+    def colour(y):
+        return from_float(ycbcr2rgb(np.dstack([np.asarray(y, dtype=np.float64), cbcr])))
+
+    return {"srcnn": colour(sr), "bicubic": colour(bic)}
+
+
+def save_paths(save_dir, names):
+    """``{name: (SRCNN path, bicubic path)}``: ``save_dir/SRCNN/<stem>.png``, ``save_dir/bicubic/<stem>.png``.
+
+    Raises :class:`SRCNNError` when two images would be saved under one name.
+    """
+    out, seen = {}, {}
+    for name in names:
+        stem = os.path.splitext(os.path.basename(name))[0]
+        if stem in seen:
+            raise SRCNNError(f"{seen[stem]} and {name} would both be saved as {stem}.png in {save_dir}")
+        seen[stem] = name
+        out[name] = tuple(os.path.join(save_dir, sub, f"{stem}.png") for sub in ("SRCNN", "bicubic"))
+    return out
+
+
+def evaluate_images(images, scale, weights, progress=False, lr_images=None, save_dir=None):
     """Evaluate ``(name, image)`` pairs with ``weights``; returns the JSON-ready report.
 
     Parameters
@@ -73,6 +184,11 @@ def evaluate_images(images, scale, weights, progress=False):
     weights : srcnn_theano.network.weights.Weights
     progress : bool
         A tqdm bar on stderr.
+    lr_images : list of (str, ndarray) or None
+        The LR image of each ground truth, in the same order (``evaluate --lr``).
+    save_dir : str or None
+        Also write the SR images: ``save_dir/SRCNN/<stem>.png`` and
+        ``save_dir/bicubic/<stem>.png`` (:func:`sr_images`).
 
     Returns
     -------
@@ -82,24 +198,42 @@ def evaluate_images(images, scale, weights, progress=False):
     from tqdm import tqdm
 
     weights.check_scale(scale)
-    for name, img in images:  # fail before compiling anything
+    if lr_images is not None and len(lr_images) != len(images):
+        raise SRCNNError(f"{len(lr_images)} LR images for {len(images)} ground-truth images")
+    lrs = lr_images or [(None, None)] * len(images)
+    for (name, img), (lr_name, lr) in zip(images, lrs):  # fail before compiling anything
         check_size(img, scale, name)
+        if lr is not None:
+            check_lr(lr, img, scale, lr_name, name)
+    targets = save_paths(save_dir, [n for n, _ in images]) if save_dir else {}
+    for sub in ("SRCNN", "bicubic") if save_dir else ():
+        os.makedirs(os.path.join(save_dir, sub), exist_ok=True)
     predictor = Predictor(weights)
     rows = []
-    for name, img in tqdm(images, desc=f"evaluate x{scale}", unit="img", leave=False,
-                          disable=not progress or None, file=sys.stderr):
-        row = evaluate_image(img, scale, predictor, name=name)
+    for (name, img), (lr_name, lr) in tqdm(list(zip(images, lrs)), desc=f"evaluate x{scale}",
+                                           unit="img", leave=False, disable=not progress or None,
+                                           file=sys.stderr):
+        row = evaluate_image(img, scale, predictor, name=name, lr=lr, lr_name=lr_name,
+                             outputs=bool(save_dir))
         row.pop("images")
+        if save_dir:
+            out = row.pop("outputs")
+            write_image(targets[name][0], out["srcnn"])
+            write_image(targets[name][1], out["bicubic"])
         rows.append(row)
     mean = {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
     return {"scale": int(scale), "images": rows, "mean": mean}
 
 
-def evaluate_paths(paths, scale, weights, progress=False):
-    """:func:`evaluate_images` on image files, each named by its file name."""
+def evaluate_paths(paths, scale, weights, progress=False, lr_paths=None, save_dir=None):
+    """:func:`evaluate_images` on image files, each named by its file name.
+
+    ``lr_paths``: the LR file of each ground truth (same order), or ``None``.
+    """
     weights.check_scale(scale)
+    lr_images = None if lr_paths is None else [(p, read_image(p)) for p in lr_paths]
     return evaluate_images([(os.path.basename(p), read_image(p)) for p in paths], scale, weights,
-                           progress)
+                           progress, lr_images=lr_images, save_dir=save_dir)
 
 
 def format_table(report):
