@@ -17,6 +17,7 @@ The paper's setup (preset ``paper``, the default whenever data are given)::
 Errors are printed as one ``error: ...`` line on stderr with exit status 2
 (3 when the training diverges, 130 when interrupted).
 """
+import argparse
 import os
 import shlex
 import sys
@@ -31,13 +32,13 @@ if __package__ in (None, ""):
 from srcnn_theano.commandline import ArgumentParser, add_pixel_limit_option, run_command  # noqa: E402
 from srcnn_theano.errors import SRCNNError  # noqa: E402
 
-RECIPE = ("preset", "arch", "padding", "init", "init_std", "optimizer", "lr", "momentum",
+RECIPE = ("preset", "arch", "filters", "padding", "init", "init_std", "optimizer", "lr", "momentum",
           "lr_multipliers", "loss", "schedule", "batch_size", "seed", "scale", "val", "out",
           "input_size", "stride", "force", "init_weights")
 
 
 def build_parser():
-    from srcnn_theano.network.model import ARCHITECTURES, PADDINGS
+    from srcnn_theano.network.model import ARCHITECTURES, PADDINGS, parse_architecture, parse_filters
     from srcnn_theano.training.config import LOSSES, MULTIPLIERS, OPTIMIZERS, PRESETS, SCHEDULES
 
     presets = "; ".join(f"{name}: " + ", ".join(f"{k} {'he' if v is None else v}" for k, v in values.items())
@@ -61,7 +62,24 @@ def build_parser():
     data.add_argument("--stride", type=int, help="with --images: patch stride (default 14)")
     rec = p.add_argument_group("recipe (default: the preset's value)")
     rec.add_argument("--preset", choices=tuple(PRESETS), help="default: paper (fast for the demo)")
-    rec.add_argument("--arch", choices=tuple(ARCHITECTURES))
+    def arch_type(text):
+        try:
+            parse_architecture(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+
+    def filters_type(text):
+        try:
+            return parse_filters(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    rec.add_argument("--arch", type=arch_type, metavar="F1-F2-F3",
+                     help=f"odd kernel sizes: the paper's {', '.join(ARCHITECTURES)} or any other "
+                          "(the TPAMI ablations, e.g. 11-1-7); default 9-1-5")
+    rec.add_argument("--filters", type=filters_type, metavar="N1,N2",
+                     help="filters of the first two layers (default 64,32; the ablations: 128,64, 32,16)")
     rec.add_argument("--padding", choices=PADDINGS, help="of the training convolutions")
     rec.add_argument("--init", choices=("gaussian", "he"), help="weight initialisation")
     rec.add_argument("--init-std", type=float, help="std of the Gaussian init (default 0.001, the paper's)")
@@ -96,7 +114,7 @@ def _config(args, scale):
     if args.init == "he" and args.init_std is not None:
         raise SRCNNError("--init-std is the std of --init gaussian; it does not apply to --init he")
     config = TrainConfig.from_preset(
-        args.preset or "paper", arch=args.arch, padding=args.padding, optimizer=args.optimizer,
+        args.preset or "paper", arch=args.arch, filters=args.filters, padding=args.padding, optimizer=args.optimizer,
         learning_rate=args.lr, momentum=args.momentum, lr_multipliers=args.lr_multipliers,
         loss=args.loss, schedule=args.schedule, epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, scale=scale)

@@ -119,3 +119,52 @@ def test_gpu_devices_use_theano_conv2d_for_cudnn(monkeypatch):
     monkeypatch.setattr(M, "on_gpu", lambda: True)
     model = SRCNN(**ARCH_935)
     assert model.impl == "corrmm" and all(layer.impl == "corrmm" for layer in model.layers)
+
+
+# --------------------------------------------------------------------------
+# The TPAMI ablation networks: any f1-f2-f3 with any n1, n2
+# --------------------------------------------------------------------------
+
+def test_parse_architecture_any_kernels_and_filters():
+    from srcnn_theano.network.model import parse_architecture
+
+    assert parse_architecture("11-1-7", "128,64") == dict(f1=11, f2=1, f3=7, n1=128, n2=64)
+    assert parse_architecture("9-5-5") == dict(f1=9, f2=5, f3=5, n1=64, n2=32)
+    assert parse_architecture("13-3-9", (32, 16)) == dict(f1=13, f2=3, f3=9, n1=32, n2=16)
+    for bad, filters in (("9-2-5", None), ("9-1", None), ("a-b-c", None), ("9-1-5", "64"),
+                         ("9-1-5", "64,0"), ("9-1-5", "x,y"), ("-1-1-5", None)):
+        with pytest.raises(ValueError):
+            parse_architecture(bad, filters)
+
+
+def test_ablation_network_builds_and_equals_scipy():
+    """11-1-7 with 5,3 filters: the Theano graph against the scipy correlation, every padding."""
+    arch = dict(f1=11, f2=1, f3=7, n1=5, n2=3, channels=1)
+    model = SRCNN.from_spec("11-1-7", "5,3", padding="valid")
+    assert model.name == "11-1-7" and model.border == 8 and model.output_size(33) == 17
+    assert model.get_weights()["conv1.W"].shape == (5, 1, 11, 11)
+    assert model.get_weights()["conv3.W"].shape == (1, 3, 7, 7)
+    arrays = random_arrays(arch, seed=4)
+    model.set_weights(arrays)
+    x = np.random.RandomState(5).rand(1, 1, 25, 22).astype("float32")
+    y = compile_predict(model)(x)
+    np.testing.assert_allclose(y[0], reference_forward(x[0], arrays, None), atol=2e-5, rtol=1e-5)
+
+
+def test_ablation_mat_import(tmp_path):
+    """An authors'-format .mat of 11-1-7 with 128/64 filters loads as that network."""
+    import scipy.io
+
+    from srcnn_theano.network.weights import load
+
+    rng = np.random.RandomState(0)
+    mat = {"weights_conv1": rng.rand(121, 128), "biases_conv1": rng.rand(128, 1),
+           "weights_conv2": rng.rand(128, 64), "biases_conv2": rng.rand(64, 1),   # 1x1, squeezed
+           "weights_conv3": rng.rand(64, 49), "biases_conv3": rng.rand(1, 1)}
+    path = str(tmp_path / "x3.mat")
+    scipy.io.savemat(path, mat)
+    w = load(path)
+    assert w.architecture == dict(f1=11, f2=1, f3=7, n1=128, n2=64, channels=1) and w.scale == 3
+    assert w.name == "11-1-7"
+    k = w.arrays["conv3.W"][0, 5]
+    assert np.array_equal(k, np.float32(mat["weights_conv3"][5].reshape(7, 7, order="F")))

@@ -61,6 +61,50 @@ ARCHITECTURES = {
     "9-5-5": dict(f1=9, f2=5, f3=5, n1=64, n2=32),
 }
 PADDINGS = ("valid", "same", "replicate")
+DEFAULT_FILTERS = (64, 32)  #: n1, n2 of the paper's networks
+
+
+def parse_architecture(arch, filters=None):
+    """Any SRCNN ``f1-f2-f3`` with any ``n1,n2``: the TPAMI paper's ablation networks.
+
+    Parameters
+    ----------
+    arch : str
+        Odd kernel sizes ``'f1-f2-f3'``, e.g. ``'9-1-5'`` or ``'11-1-7'``.
+    filters : str, (int, int) or None
+        ``n1, n2`` as ``'128,64'`` or a pair; ``None`` is 64, 32 (the paper's).
+
+    Returns
+    -------
+    dict with ``f1, f2, f3, n1, n2`` (ints), for ``SRCNN(**arch, ...)``.
+
+    Raises
+    ------
+    ValueError
+        A malformed spec, an even or non-positive kernel, filters < 1.
+    """
+    parts = str(arch).split("-")
+    try:
+        f1, f2, f3 = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"architecture must be f1-f2-f3 (e.g. 9-1-5, 11-1-7), not {arch!r}") from None
+    if any(f < 1 or f % 2 == 0 for f in (f1, f2, f3)):
+        raise ValueError(f"kernel sizes must be odd and positive, got {arch}")
+    n1, n2 = parse_filters(DEFAULT_FILTERS if filters is None else filters)
+    return dict(f1=f1, f2=f2, f3=f3, n1=n1, n2=n2)
+
+
+def parse_filters(filters):
+    """``'128,64'`` or ``(128, 64)`` -> ``(128, 64)``: n1, n2, both positive (ValueError otherwise)."""
+    if isinstance(filters, str):
+        try:
+            filters = tuple(int(p) for p in filters.split(","))
+        except ValueError:
+            raise ValueError(f"filters must be n1,n2 (e.g. 64,32), not {filters!r}") from None
+    filters = tuple(int(n) for n in filters)
+    if len(filters) != 2 or min(filters) < 1:
+        raise ValueError(f"filters must be two positive numbers n1,n2, not {','.join(map(str, filters))}")
+    return filters
 IMPLS = ("gemm", "corrmm")
 _ELEMENTWISE = (lasagne.nonlinearities.rectify, lasagne.nonlinearities.linear,
                 lasagne.nonlinearities.identity)
@@ -270,6 +314,11 @@ class SRCNN:
         if name not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
         return cls(**ARCHITECTURES[name], **kwargs)
+
+    @classmethod
+    def from_spec(cls, arch, filters=None, **kwargs):
+        """Build any ``f1-f2-f3`` network with ``n1,n2`` filters (:func:`parse_architecture`)."""
+        return cls(**parse_architecture(arch, filters), **kwargs)
 
     @property
     def name(self):

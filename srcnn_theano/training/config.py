@@ -42,7 +42,12 @@ class TrainConfig:
 
     Attributes
     ----------
-    arch : {'9-1-5', '9-3-5', '9-5-5'}
+    arch : str
+        Kernel sizes ``f1-f2-f3``: the paper's ``9-1-5``, ``9-3-5``, ``9-5-5``
+        or any odd ones (the TPAMI ablations, e.g. ``11-1-7``).
+    filters : (int, int)
+        ``n1, n2``: filters of the first two layers (paper: 64, 32; the
+        ablations also use 128/64 and 32/16).
     padding : {'valid', 'same', 'replicate'}
         Of the training convolutions; ``valid`` needs labels of
         ``input - 2 * border`` pixels (21 for 33 with 9-1-5).
@@ -70,6 +75,7 @@ class TrainConfig:
     """
 
     arch: str = "9-1-5"
+    filters: tuple = (64, 32)
     padding: str = "valid"
     scale: int = 3
     init_std: float = 0.001
@@ -82,6 +88,19 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 128
     seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.filters, list):  # read back from JSON
+            self.filters = tuple(self.filters)
+
+    def architecture(self):
+        """The network's shape: dict ``f1, f2, f3, n1, n2`` (:func:`~srcnn_theano.network.model.parse_architecture`)."""
+        from srcnn_theano.network.model import parse_architecture
+
+        try:
+            return parse_architecture(self.arch, self.filters)
+        except ValueError as e:
+            raise SRCNNError(str(e)) from None
 
     @classmethod
     def from_preset(cls, name, **overrides):
@@ -104,9 +123,10 @@ class TrainConfig:
 
     def check(self):
         """Raise :class:`SRCNNError` with a one-line message for any bad value."""
-        from srcnn_theano.network.model import ARCHITECTURES, PADDINGS
+        from srcnn_theano.network.model import PADDINGS
 
-        choices = dict(arch=tuple(ARCHITECTURES), padding=PADDINGS, optimizer=OPTIMIZERS, loss=LOSSES,
+        self.architecture()
+        choices = dict(padding=PADDINGS, optimizer=OPTIMIZERS, loss=LOSSES,
                        schedule=SCHEDULES, lr_multipliers=MULTIPLIERS)
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -12,8 +12,8 @@ def initial_model(config):
     """The :class:`~srcnn_theano.network.model.SRCNN` with the config's initial weights (not compiled)."""
     from srcnn_theano.network.model import SRCNN
 
-    return SRCNN.from_preset(config.arch, padding=config.padding, init_std=config.init_std,
-                             seed=config.seed)
+    return SRCNN(**config.architecture(), padding=config.padding, init_std=config.init_std,
+                 seed=config.seed)
 
 
 def label_size(config, input_size=33):

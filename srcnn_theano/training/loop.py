@@ -95,7 +95,7 @@ def compiled_trainer(config):
     """
     from srcnn_theano.network.functions import PAPER_LR_MULTIPLIERS, Trainer
 
-    key = (config.arch, config.padding, config.optimizer, config.momentum, config.lr_multipliers,
+    key = (config.arch, config.filters, config.padding, config.optimizer, config.momentum, config.lr_multipliers,
            config.loss)
     if key not in _TRAINERS:
         mult = PAPER_LR_MULTIPLIERS if config.lr_multipliers == "paper" else None
@@ -187,8 +187,11 @@ def resume(run_dir, epochs=None, command=None, progress=True, memory_budget=DEFA
 def _load_init_weights(path, config):
     """Arrays of a weights file to start from; its architecture must be the config's."""
     w = load(path)
-    if w.name != config.arch or w.architecture["channels"] != 1:
-        raise SRCNNError(f"--init-weights {path} is a {w.name} model; this run trains {config.arch}")
+    want = config.architecture()
+    if any(w.architecture[k] != v for k, v in want.items()) or w.architecture["channels"] != 1:
+        a = w.architecture
+        raise SRCNNError(f"--init-weights {path} is a {w.name} model with {a['n1']},{a['n2']} filters; "
+                         f"this run trains {config.arch} with {want['n1']},{want['n2']}")
     return w.arrays
 
 
