@@ -39,7 +39,7 @@ def _cmd_evaluate(args):
     paths = hr_inputs(args.inputs, scale)
     lr_paths = pair(paths, lr_candidates(args.lr, scale), "LR", args.lr) if args.lr else None
     report = evaluate_paths(paths, scale, weights, progress=not args.json, lr_paths=lr_paths,
-                            save_dir=args.save_dir)
+                            save_dir=args.save_dir, imresize_border=args.imresize_border)
     print(json.dumps(report) if args.json else format_table(report))
     if args.save_dir:
         print(f"wrote {len(paths)} SRCNN and bicubic image(s) to {args.save_dir}/SRCNN and "
@@ -84,7 +84,8 @@ def _cmd_benchmark(args):
 
     methods = [parse_method(m) for m in args.method]
     rows = run_benchmark(args.data, scales=args.scales, authors_dir=args.authors_models,
-                         protocols=(args.protocol,), methods=methods, use_lr=args.lr_files)
+                         protocols=(args.protocol,), methods=methods, use_lr=args.lr_files,
+                         imresize_border=args.imresize_border)
     _, paths = write_benchmark(rows, args.out, args.protocol, args.baseline, args.resamples, args.seed)
     with open(paths[0]) as f:
         print(f.read())
@@ -118,6 +119,13 @@ def _add_weights_options(p):
     p.add_argument("--scale", type=int, help="upscaling factor (default: the weights' own, or 3)")
 
 
+def _add_imresize_border_option(p):
+    p.add_argument("--imresize-border", choices=("symmetric", "replicate"), default="symmetric",
+                   help="MATLAB imresize's border rule for the bicubic images: symmetric (current "
+                        "MATLAB, default) or replicate (imresize.m of 2007-2013, with which the "
+                        "papers' tables were made)")
+
+
 def build_parser():
     parser = ArgumentParser(prog="srcnn-theano", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,9 +139,11 @@ def build_parser():
                          "the ground truth: a folder, or a SelfExSR/EDSR set")
     ev.add_argument("--save-dir", metavar="DIR",
                     help="also write the SR images to DIR/SRCNN/<stem>.png and DIR/bicubic/<stem>.png")
+    _add_imresize_border_option(ev)
     ev.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                     help="ground-truth images, folders of them, or sets in the SelfExSR "
-                         "(image_SRF_<s>/) or EDSR (HR/ + LR_bicubic/X<s>/) layout")
+                         "(image_SRF_<s>/), EDSR (HR/ + LR_bicubic/X<s>/) or BasicSR "
+                         "(GTmod12/ + LRbicx<s>/) layout")
     ev.set_defaults(func=_cmd_evaluate)
 
     from srcnn_theano.evaluation.score import PROTOCOLS
@@ -177,6 +187,7 @@ def build_parser():
                     help="method the others are compared with (default bicubic)")
     bm.add_argument("--lr-files", action="store_true",
                     help="enlarge the LR images the sets ship instead of degrading the ground truth")
+    _add_imresize_border_option(bm)
     bm.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     bm.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     bm.add_argument("--out", default="results",

@@ -101,3 +101,17 @@ def test_find_datasets_orders_sets_like_the_papers(tmp_path):
     assert [d.name for d in find_datasets(str(root / "Set14"))] == ["Set14"]
     with pytest.raises(SRCNNError, match="no images"):
         find_datasets(str(root / "notes"))
+
+
+def test_basicsr_gtmod12_layout(tmp_path):
+    for stem in ("baby", "bird"):
+        _img(tmp_path / "Set5" / "GTmod12" / f"{stem}.png")
+        _img(tmp_path / "Set5" / "LRbicx3" / f"{stem}.png", (4, 4, 3))
+        _img(tmp_path / "Set5" / "original" / f"{stem}.png", (13, 13, 3))
+    for folder in (tmp_path / "Set5", tmp_path / "Set5" / "GTmod12"):
+        ds = open_dataset(str(folder))
+        assert (ds.name, ds.layout) == ("Set5", "basicsr")
+        assert [os.path.relpath(p, tmp_path) for p in ds.hr_paths(3)] == \
+            [os.path.join("Set5", "GTmod12", "baby.png"), os.path.join("Set5", "GTmod12", "bird.png")]
+        assert names(ds.lr_paths(3)) == ["baby.png", "bird.png"] and ds.lr_paths(2) is None
+    assert os.path.basename(os.path.dirname(lr_candidates(str(tmp_path / "Set5"), 3)[0])) == "LRbicx3"

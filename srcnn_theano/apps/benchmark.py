@@ -83,11 +83,12 @@ def _identity(y):
     return y
 
 
-def _srcnn_rows(images, scale, predictor, method, lrs, protocols, dataset):
+def _srcnn_rows(images, scale, predictor, method, lrs, protocols, dataset, border):
     rows = []
     colour = any(p != "matlab" for p in protocols)
     for (name, img), (lr_name, lr) in zip(images, lrs):
-        r = evaluate_image(img, scale, predictor, name, lr=lr, lr_name=lr_name, outputs=colour)
+        r = evaluate_image(img, scale, predictor, name, lr=lr, lr_name=lr_name, outputs=colour,
+                           imresize_border=border)
         for protocol in protocols:
             if protocol == "matlab":
                 s = {"psnr": r["srcnn_psnr"], "ssim": r["srcnn_ssim"]}
@@ -112,7 +113,7 @@ def _method_rows(images, sr_paths, scale, method, protocols, dataset):
 
 
 def run_benchmark(data_dirs, scales=(2, 3, 4), authors_dir=None, progress=True, protocols=("matlab",),
-                  methods=(), use_lr=False, archs=None, ours=True):
+                  methods=(), use_lr=False, archs=None, ours=True, imresize_border="symmetric"):
     """Score everything; returns the per-image rows.
 
     Parameters
@@ -136,6 +137,10 @@ def run_benchmark(data_dirs, scales=(2, 3, 4), authors_dir=None, progress=True, 
         Only these authors' architectures.
     ours : bool
         Include the shipped models.
+    imresize_border : {'symmetric', 'replicate'}
+        MATLAB ``imresize``'s border rule for the bicubic images
+        (:mod:`srcnn_theano.evaluation.protocol`): ``replicate`` is how the
+        published tables were made.
 
     Returns
     -------
@@ -175,7 +180,8 @@ def run_benchmark(data_dirs, scales=(2, 3, 4), authors_dir=None, progress=True, 
                     print(f"benchmark {ds.name} x{scale}: {method}", file=sys.stderr)
                 weights = None if method == "bicubic" else load_default(scale) if path is None else load(path)
                 predictor = _identity if weights is None else Predictor(weights)
-                rows += _srcnn_rows(images, scale, predictor, method, lrs, protocols, ds.name)
+                rows += _srcnn_rows(images, scale, predictor, method, lrs, protocols, ds.name,
+                                    imresize_border)
             for method, root in methods:
                 folder = os.path.join(root, ds.name, f"x{scale}")
                 if not os.path.isdir(folder):

@@ -2,7 +2,8 @@
 
 :class:`Dataset` reads a set in the layouts the benchmark sets are
 distributed in (a folder of HR images, SelfExSR's ``image_SRF_<s>``,
-EDSR/BasicSR's ``HR/`` + ``LR_bicubic/X<s>/``); see :data:`LAYOUTS`.
+EDSR/BasicSR's ``HR/`` + ``LR_bicubic/X<s>/``, BasicSR's ``GTmod12/`` +
+``LRbicx<s>/``); see :data:`LAYOUTS`.
 
 Images come back as ``(name, ndarray)`` pairs, sorted by file name, with the
 arrays of :func:`srcnn_theano.image.io.read_image` (uint8 or uint16,
@@ -75,7 +76,7 @@ def write_skimage_photos(folder):
 # Benchmark sets as they are distributed
 
 #: How :func:`open_dataset` reads a folder.
-LAYOUTS = ("folder", "selfexsr", "edsr")
+LAYOUTS = ("folder", "selfexsr", "edsr", "basicsr")
 #: Sets in the papers' order (then any other by name) when a folder holds several.
 KNOWN_ORDER = ("Set5", "Set14", "BSD100", "B100", "BSDS100", "Urban100", "Manga109")
 _SRF = re.compile(r"image_SRF_(\d+)$")
@@ -116,6 +117,9 @@ class Dataset:
     ``edsr``
         ``root/HR/*.png`` and ``root/LR_bicubic/X<s>/*x<s>.png``, as in the
         EDSR / BasicSR benchmark distribution; the HR images serve every scale.
+    ``basicsr``
+        ``root/GTmod12/*.png`` and ``root/LRbicx<s>/*.png`` (same names), as
+        in BasicSR's own copies of Set5 and Set14; the HR images serve every scale.
 
     Attributes
     ----------
@@ -144,8 +148,9 @@ class Dataset:
         if not self.has_scale(scale):
             have = ", ".join(f"x{s}" for s in sorted(self._srf))
             raise SRCNNError(f"{self.name}: no image_SRF_{scale} folder in {self.root} (it has {have})")
+        sub = {"edsr": "HR", "basicsr": "GTmod12"}.get(self.layout)
         return self._srf[int(scale)] if self.layout == "selfexsr" else \
-            os.path.join(self.root, "HR") if self.layout == "edsr" else self.root
+            os.path.join(self.root, sub) if sub else self.root
 
     def hr_paths(self, scale):
         """Ground-truth image files for ``scale``, sorted by name; never an LR file."""
@@ -157,9 +162,11 @@ class Dataset:
 
     def lr_folder(self, scale):
         """The folder of the LR images for ``scale``, or ``None`` if the layout has none there."""
-        if self.layout == "edsr":
-            for sub in (f"X{scale}", f"x{scale}"):
-                path = os.path.join(self.root, "LR_bicubic", sub)
+        if self.layout in ("edsr", "basicsr"):
+            subs = (os.path.join("LR_bicubic", f"X{scale}"), os.path.join("LR_bicubic", f"x{scale}")) \
+                if self.layout == "edsr" else (f"LRbicx{scale}",)
+            for sub in subs:
+                path = os.path.join(self.root, sub)
                 if os.path.isdir(path):
                     return path
             return None
@@ -172,7 +179,7 @@ class Dataset:
         if folder is None:
             return None
         paths = list_images(folder)
-        return paths if self.layout == "edsr" else split_hr_lr(paths)[1]
+        return paths if self.layout in ("edsr", "basicsr") else split_hr_lr(paths)[1]
 
 
 def _subfolders(folder):
@@ -190,12 +197,16 @@ def detect_dataset(folder):
         return Dataset(os.path.basename(parent) or base, folder, "selfexsr", {int(m.group(1)): folder})
     if base == "HR" and os.path.isdir(os.path.join(parent, "LR_bicubic")):
         return Dataset(os.path.basename(parent), parent, "edsr")
+    if base == "GTmod12":
+        return Dataset(os.path.basename(parent), parent, "basicsr")
     subs = _subfolders(folder)
     srf = {int(_SRF.match(d).group(1)): os.path.join(folder, d) for d in subs if _SRF.match(d)}
     if srf:
         return Dataset(base, folder, "selfexsr", srf)
     if "HR" in subs:
         return Dataset(base, folder, "edsr")
+    if "GTmod12" in subs:
+        return Dataset(base, folder, "basicsr")
     if list_images(folder):
         return Dataset(base, folder, "folder")
     return None
@@ -251,7 +262,8 @@ def lr_candidates(folder, scale):
     """The LR files in ``folder`` for ``evaluate --lr``: a set's LR images (any layout) or a folder's.
 
     A SelfExSR set or ``image_SRF_<s>`` folder gives its ``*_LR`` files, an
-    EDSR set its ``LR_bicubic/X<s>`` folder, any other folder its images.
+    EDSR set its ``LR_bicubic/X<s>`` folder, a BasicSR set its ``LRbicx<s>``
+    folder, any other folder its images.
     """
     ds = detect_dataset(folder)
     if ds is not None and ds.layout != "folder":

@@ -13,6 +13,14 @@ For each ground-truth image:
 6. PSNR = 20 log10(255 / RMSE) and SSIM (Gaussian 11x11, sigma 1.5) on those
    pixels; means over images are means of the per-image values.
 
+MATLAB's ``imresize`` extends the image at its borders by mirroring
+(``imresize_border='symmetric'``, current MATLAB, the default); the
+``imresize.m`` of 2007-2013 replicated the edge pixel (``'replicate'``).
+The TPAMI paper's tables were made with the latter: with it, all twelve of
+its Set5/Set14 numbers for bicubic and 9-5-5 come out exactly (with the
+former, Set5 x4 reads 30.48 instead of 30.49 and Set14 x3 29.29 instead of
+29.30).
+
 With LR files (``evaluate --lr``), step 3 is replaced: the LR image's Y
 (MATLAB ``rgb2ycbcr``, uint8) is enlarged by MATLAB bicubic to the size of
 the modcropped ground truth. Benchmark sets ship such files, and they are
@@ -39,6 +47,7 @@ from srcnn_theano.image.ycbcr import rgb2ycbcr, y_channel, ycbcr2rgb
 from srcnn_theano.network.inference import Predictor
 
 METRICS = ("bicubic_psnr", "srcnn_psnr", "bicubic_ssim", "srcnn_ssim")
+IMRESIZE_BORDERS = ("symmetric", "replicate")
 
 
 def ground_truth_y(image, scale):
@@ -70,7 +79,20 @@ def check_lr(lr, image, scale, lr_name="LR image", name="image"):
         raise SRCNNError(f"LR image {lr_name} is {kind(lr)}, its ground truth {name} is {kind(image)}")
 
 
-def bicubic_y(y, scale, lr=None):
+def resize(img, scale=None, output_shape=None, border="symmetric"):
+    """MATLAB bicubic :func:`~srcnn_theano.image.imresize.imresize` with the chosen border rule."""
+    if border not in IMRESIZE_BORDERS:
+        raise SRCNNError(f"imresize border must be one of {', '.join(IMRESIZE_BORDERS)}, not {border!r}")
+    return imresize(img, scale=scale, output_shape=output_shape, padding=border)
+
+
+def _degrade(img, scale, border):
+    if border == "symmetric":
+        return degrade(img, scale)
+    return resize(resize(img, scale=1.0 / scale, border=border), output_shape=img.shape[:2], border=border)
+
+
+def bicubic_y(y, scale, lr=None, border="symmetric"):
     """Step 3: the network input, float64 (H, W), from the ground truth's Y or from an LR file.
 
     Parameters
@@ -79,18 +101,20 @@ def bicubic_y(y, scale, lr=None):
     scale : int
     lr : ndarray uint8/uint16 (h, w[, C]) or None
         The LR image (h = H / scale); ``None`` degrades ``y`` (MATLAB bicubic down, up).
+    border : {'symmetric', 'replicate'}
+        ``imresize``'s border rule (see the module docstring).
 
     Returns
     -------
     ndarray float64 (H, W), not clipped.
     """
     if lr is None:
-        return degrade(y, scale)
-    return imresize(y_channel(drop_alpha(lr)), output_shape=y.shape)
+        return _degrade(y, scale, border)
+    return resize(y_channel(drop_alpha(lr)), output_shape=y.shape, border=border)
 
 
 def evaluate_image(image, scale, predictor, name="image", lr=None, lr_name="LR image",
-                   outputs=False):
+                   outputs=False, imresize_border="symmetric"):
     """Evaluate one ground-truth image (uint8/uint16, (H, W) or (H, W, 3)).
 
     Parameters
@@ -103,6 +127,8 @@ def evaluate_image(image, scale, predictor, name="image", lr=None, lr_name="LR i
         The LR image from a file instead of the degraded ground truth (:func:`bicubic_y`).
     outputs : bool
         Also return the SR images (:func:`sr_images`) under ``"outputs"``.
+    imresize_border : {'symmetric', 'replicate'}
+        MATLAB ``imresize``'s border rule (see the module docstring).
 
     Returns
     -------
@@ -114,7 +140,7 @@ def evaluate_image(image, scale, predictor, name="image", lr=None, lr_name="LR i
     if lr is not None:
         check_lr(lr, image, scale, lr_name, name)
     y = ground_truth_y(image, scale)
-    bic = bicubic_y(y, scale, lr)
+    bic = bicubic_y(y, scale, lr, imresize_border)
     sr = predictor(bic)
     gt8, bic8, sr8 = from_float(y), from_float(bic), from_float(sr)
     g, b, s = (shave(a, scale) for a in (gt8, bic8, sr8))
@@ -122,11 +148,11 @@ def evaluate_image(image, scale, predictor, name="image", lr=None, lr_name="LR i
            "bicubic_ssim": ssim(g, b), "srcnn_ssim": ssim(g, s),
            "images": {"gt": gt8, "bicubic": bic8, "srcnn": sr8}}
     if outputs:
-        row["outputs"] = sr_images(image, scale, bic, sr, lr)
+        row["outputs"] = sr_images(image, scale, bic, sr, lr, imresize_border)
     return row
 
 
-def sr_images(image, scale, bic, sr, lr=None):
+def sr_images(image, scale, bic, sr, lr=None, border="symmetric"):
     """The bicubic and SRCNN images of a ground truth, as files hold them.
 
     Parameters
@@ -137,6 +163,8 @@ def sr_images(image, scale, bic, sr, lr=None):
     lr : ndarray uint8/uint16 or None
         The LR image the Y planes came from (its Cb/Cr are used), or ``None``
         (the ground truth's Cb/Cr degraded like its Y).
+    border : {'symmetric', 'replicate'}
+        ``imresize``'s border rule for Cb/Cr, as for Y.
 
     Returns
     -------
@@ -148,9 +176,10 @@ def sr_images(image, scale, bic, sr, lr=None):
         return {"srcnn": from_float(sr), "bicubic": from_float(bic)}
     hr = modcrop(to_float(to_uint8(image)), scale)
     if lr is None:
-        cbcr = degrade(rgb2ycbcr(hr)[:, :, 1:], scale)
+        cbcr = _degrade(rgb2ycbcr(hr)[:, :, 1:], scale, border)
     else:
-        cbcr = imresize(rgb2ycbcr(to_float(to_uint8(drop_alpha(lr))))[:, :, 1:], output_shape=hr.shape[:2])
+        cbcr = resize(rgb2ycbcr(to_float(to_uint8(drop_alpha(lr))))[:, :, 1:], output_shape=hr.shape[:2],
+                      border=border)
 
     def colour(y):
         return from_float(ycbcr2rgb(np.dstack([np.asarray(y, dtype=np.float64), cbcr])))
@@ -173,7 +202,8 @@ def save_paths(save_dir, names):
     return out
 
 
-def evaluate_images(images, scale, weights, progress=False, lr_images=None, save_dir=None):
+def evaluate_images(images, scale, weights, progress=False, lr_images=None, save_dir=None,
+                    imresize_border="symmetric"):
     """Evaluate ``(name, image)`` pairs with ``weights``; returns the JSON-ready report.
 
     Parameters
@@ -189,6 +219,8 @@ def evaluate_images(images, scale, weights, progress=False, lr_images=None, save
     save_dir : str or None
         Also write the SR images: ``save_dir/SRCNN/<stem>.png`` and
         ``save_dir/bicubic/<stem>.png`` (:func:`sr_images`).
+    imresize_border : {'symmetric', 'replicate'}
+        MATLAB ``imresize``'s border rule (see the module docstring).
 
     Returns
     -------
@@ -198,6 +230,7 @@ def evaluate_images(images, scale, weights, progress=False, lr_images=None, save
     from tqdm import tqdm
 
     weights.check_scale(scale)
+    resize(np.zeros((4, 4)), scale=0.5, border=imresize_border)   # a bad border fails here
     if lr_images is not None and len(lr_images) != len(images):
         raise SRCNNError(f"{len(lr_images)} LR images for {len(images)} ground-truth images")
     lrs = lr_images or [(None, None)] * len(images)
@@ -214,7 +247,7 @@ def evaluate_images(images, scale, weights, progress=False, lr_images=None, save
                                            unit="img", leave=False, disable=not progress or None,
                                            file=sys.stderr):
         row = evaluate_image(img, scale, predictor, name=name, lr=lr, lr_name=lr_name,
-                             outputs=bool(save_dir))
+                             outputs=bool(save_dir), imresize_border=imresize_border)
         row.pop("images")
         if save_dir:
             out = row.pop("outputs")
@@ -225,7 +258,8 @@ def evaluate_images(images, scale, weights, progress=False, lr_images=None, save
     return {"scale": int(scale), "images": rows, "mean": mean}
 
 
-def evaluate_paths(paths, scale, weights, progress=False, lr_paths=None, save_dir=None):
+def evaluate_paths(paths, scale, weights, progress=False, lr_paths=None, save_dir=None,
+                   imresize_border="symmetric"):
     """:func:`evaluate_images` on image files, each named by its file name.
 
     ``lr_paths``: the LR file of each ground truth (same order), or ``None``.
@@ -233,7 +267,8 @@ def evaluate_paths(paths, scale, weights, progress=False, lr_paths=None, save_di
     weights.check_scale(scale)
     lr_images = None if lr_paths is None else [(p, read_image(p)) for p in lr_paths]
     return evaluate_images([(os.path.basename(p), read_image(p)) for p in paths], scale, weights,
-                           progress, lr_images=lr_images, save_dir=save_dir)
+                           progress, lr_images=lr_images, save_dir=save_dir,
+                           imresize_border=imresize_border)
 
 
 def format_table(report):
