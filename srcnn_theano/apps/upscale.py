@@ -28,7 +28,7 @@ from srcnn_theano.image.imresize import imresize
 from srcnn_theano.network.inference import Predictor
 from srcnn_theano.image.ycbcr import rgb2ycbcr, ycbcr2rgb
 
-LR_TILE = 128  #: low-resolution pixels per tile side
+LR_TILE = 256  #: low-resolution pixels per tile side (x2: the network's 512-pixel tile)
 
 
 def _to_planes(f):
@@ -51,15 +51,24 @@ def _from_planes(up, ndim):
     return np.concatenate([rgb, up[..., 3:]], axis=2) if up.shape[2] == 4 else rgb
 
 
-def _enlarge_planes(lr, scale, predictor):
-    """Float (h, w, C) low-res planes in [0, 1] -> (h*s, w*s, C) float, SRCNN on plane 0.
+def _enlarge_planes(lr, scale, predictor, window=None):
+    """Float (h, w, C) low-res planes in [0, 1] -> enlarged float planes, SRCNN on plane 0.
 
     Plane 0 is Y (or gray); the others (Cb, Cr, alpha) are bicubic only.
+    ``window = (y0, y1, x0, x1)`` in the (h*s, w*s) enlargement: only that
+    part is returned, and the network runs on it plus ``border`` pixels of
+    context on each side (as far as the tile reaches), which is all it reads.
     """
     up = imresize(lr, scale)
     up = up.reshape(up.shape[0], up.shape[1], -1)
-    up[..., 0] = predictor(up[..., 0])
-    return up
+    hh, ww = up.shape[:2]
+    y0, y1, x0, x1 = window or (0, hh, 0, ww)
+    b = predictor.model.border
+    cy0, cy1, cx0, cx1 = max(y0 - b, 0), min(y1 + b, hh), max(x0 - b, 0), min(x1 + b, ww)
+    y = predictor(up[cy0:cy1, cx0:cx1, 0])
+    keep = up[y0:y1, x0:x1]
+    keep[..., 0] = y[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+    return keep
 
 
 def tiles(h, w, tile, margin):
@@ -83,12 +92,14 @@ def _upscale_tiles(src, scale, predictor, tile, prepare, finish, out):
     maps the enlarged planes to ``out``'s dtype and channels.
     """
     h, w = src.shape[:2]
+    # LR margin: the bicubic kernel's reach (2 pixels, 3 to be safe) beyond the
+    # network's context of `border` HR pixels around the part that is kept.
     margin = 3 + math.ceil(predictor.model.border / scale)
     for y0, y1, x0, x1, top, left, bh, bw in tiles(h, w, tile, margin):
-        up = _enlarge_planes(prepare(src[y0:y1, x0:x1]), scale, predictor)
         oy, ox = (top - y0) * scale, (left - x0) * scale
-        out[top * scale:(top + bh) * scale, left * scale:(left + bw) * scale] = \
-            finish(up[oy:oy + bh * scale, ox:ox + bw * scale])
+        up = _enlarge_planes(prepare(src[y0:y1, x0:x1]), scale, predictor,
+                             (oy, oy + bh * scale, ox, ox + bw * scale))
+        out[top * scale:(top + bh) * scale, left * scale:(left + bw) * scale] = finish(up)
     return out
 
 

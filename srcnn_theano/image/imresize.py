@@ -9,6 +9,18 @@ published SRCNN numbers were produced with that function, so results here
 must match it to the last bit that float64 allows. Same algorithm as
 BasicSR's ``basicsr/utils/matlab_functions.py``, vectorized.
 
+How it is computed (the same products and sums, in the same order, so the
+same bits as a tap-by-tap gather): channels are resized as contiguous
+planes ``(C, H, W)``; each dimension's input is first extended by its
+border folding (mirrored or clamped rows/columns), so that every tap reads
+an unfolded index; output samples are grouped by phase (``i mod period``,
+e.g. even and odd outputs at x2), and within a phase the input index of a
+tap advances by a constant step, so the tap is one strided slice of the
+extended input, multiplied by the phase's weights and added in place
+(no gathered copies). A phase whose indices do not advance evenly (float
+rounding of ``x / scale`` can do that for scales like 3) falls back to a
+gather for that phase only.
+
 Images are ``(H, W)`` or ``(H, W, C)``; floats are any range (usually 0..1)
 and are never clipped; ``uint8`` is computed in float64 and rounded half away
 from zero with saturation to 0..255 after each pass, as MATLAB does.
@@ -66,6 +78,13 @@ def calculate_weights_indices(in_length, out_length, scale, kernel_width=4.0, an
     indices : ndarray, int64, shape (out_length, P)
         0-based input indices, already folded into ``[0, in_length)``.
     """
+    weights, raw = _weights_raw_indices(in_length, out_length, scale, kernel_width,
+                                        antialiasing)
+    return weights, fold_indices(raw, in_length, padding)
+
+
+def _weights_raw_indices(in_length, out_length, scale, kernel_width=4.0, antialiasing=True):
+    """:func:`calculate_weights_indices` before folding: 0-based indices, maybe out of range."""
     if scale < 1 and antialiasing:
         kernel = lambda d: scale * cubic(scale * d)  # noqa: E731
         kernel_width = kernel_width / scale
@@ -83,31 +102,89 @@ def calculate_weights_indices(in_length, out_length, scale, kernel_width=4.0, an
         total += weights[:, j]
     weights = weights / total[:, None]
     indices = indices.astype(np.int64) - 1                   # 0-based
-    if padding == "symmetric":
-        # aux = [1:in, in:-1:1]; indices = aux(mod(indices-1, 2*in) + 1)
-        aux = np.concatenate([np.arange(in_length), np.arange(in_length - 1, -1, -1)])
-        indices = aux[np.mod(indices, aux.size)]
-    elif padding == "replicate":
-        # indices = min(max(1, indices), in_length)
-        indices = np.clip(indices, 0, in_length - 1)
-    else:
-        raise ValueError(f"padding must be 'symmetric' or 'replicate', got {padding!r}")
     keep = np.any(weights != 0, axis=0)
     return weights[:, keep], indices[:, keep]
 
 
-def _resize_along(img, axis, weights, indices):
-    """``out[i] = sum_j weights[i, j] * img[indices[i, j]]`` along ``axis``, float64.
+def fold_indices(indices, in_length, padding="symmetric"):
+    """0-based indices outside ``[0, in_length)`` folded back as MATLAB's border rule does."""
+    if padding == "symmetric":
+        # aux = [1:in, in:-1:1]; indices = aux(mod(indices-1, 2*in) + 1)
+        aux = np.concatenate([np.arange(in_length), np.arange(in_length - 1, -1, -1)])
+        return aux[np.mod(indices, aux.size)]
+    if padding == "replicate":
+        # indices = min(max(1, indices), in_length)
+        return np.clip(indices, 0, in_length - 1)
+    raise ValueError(f"padding must be 'symmetric' or 'replicate', got {padding!r}")
 
-    The taps are summed one after another (j = 0, 1, ...), in MATLAB's order,
-    each tap being one fancy-indexed gather over the whole image.
+
+_MAX_PERIOD = 16  #: longest phase period looked for (outputs per repeat of the index pattern)
+
+
+def _period(left):
+    """Smallest ``p`` such that ``left[i + p] - left[i]`` is the same for every i (else 1)."""
+    n = len(left)
+    for p in range(1, min(_MAX_PERIOD, n - 1) + 1):
+        d = left[p:] - left[:-p]
+        if d[0] >= 1 and np.all(d == d[0]):
+            return p
+    return 1
+
+
+def _resize_along(planes, axis, weights, raw, padding):
+    """``out[i] = sum_j weights[i, j] * in[fold(raw[i, j])]`` along ``axis`` (1 or 2) of
+    float64 planes ``(C, H, W)``; returns new C-contiguous planes.
+
+    The taps are summed one after another (j = 0, 1, ...), in MATLAB's order:
+    ``out = w0 * x0``, then ``out += w_j * x_j``, each product and each sum
+    rounded as in the gather form (products commute exactly).
     """
-    img = np.moveaxis(img, axis, 0)
-    shape = (-1,) + (1,) * (img.ndim - 1)
-    out = weights[:, 0].reshape(shape) * img[indices[:, 0]]
-    for j in range(1, weights.shape[1]):
-        out += weights[:, j].reshape(shape) * img[indices[:, j]]
-    return np.moveaxis(out, 0, axis)
+    n_in = planes.shape[axis]
+    lo = max(0, -int(raw.min()))
+    hi = max(0, int(raw.max()) - (n_in - 1))
+    ext = np.take(planes, fold_indices(np.arange(-lo, n_in + hi), n_in, padding), axis=axis)
+    raw = raw + lo                                            # indices into ext
+    n_out, taps = weights.shape
+    shape = list(planes.shape)
+    shape[axis] = n_out
+    out = np.empty(shape)
+    wshape = [1, 1, 1]
+    wshape[axis] = -1
+
+    def along(a, index):
+        key = [slice(None)] * 3
+        key[axis] = index
+        return a[tuple(key)]
+
+    period = min(_period(raw[:, 0]), n_out)
+    # Along the last axis a phase's outputs are strided (every period-th
+    # sample): sum into a contiguous buffer, then copy it into place once.
+    direct = period == 1 or axis != planes.ndim - 1
+    for r in range(period):
+        o = along(out, slice(r, None, period))
+        acc = o if direct else np.empty(o.shape)
+        w = weights[r::period]
+        idx = raw[r::period]
+        step = int(idx[1, 0] - idx[0, 0]) if len(idx) > 1 else 1
+        even = len(idx) == 1 or (step >= 1 and np.all(np.diff(idx, axis=0) == step))
+        tmp = np.empty(acc.shape) if taps > 1 else None
+        for j in range(taps):
+            if even:
+                start = int(idx[0, j])
+                x = along(ext, slice(start, start + step * (len(idx) - 1) + 1, step))
+            else:
+                x = np.take(ext, idx[:, j], axis=axis)
+            # One weight for the whole phase (the usual case for integer
+            # scales): a scalar, the same value as every element of the column.
+            wj = w[0, j] if np.all(w[:, j] == w[0, j]) else w[:, j].reshape(wshape)
+            if j == 0:
+                np.multiply(x, wj, out=acc)
+            else:
+                np.multiply(x, wj, out=tmp)
+                acc += tmp
+        if acc is not o:
+            o[...] = acc
+    return out
 
 
 def imresize(img, scale=None, output_shape=None, antialiasing=True, padding="symmetric"):
@@ -157,20 +234,25 @@ def imresize(img, scale=None, output_shape=None, antialiasing=True, padding="sym
         scales = (out_shape[0] / in_shape[0], out_shape[1] / in_shape[1])
     if min(out_shape) < 1:
         raise ValueError(f"output size {out_shape} is empty")
-    contributions = [calculate_weights_indices(in_shape[d], out_shape[d], scales[d], 4.0,
-                                               antialiasing, padding) for d in (0, 1)]
+    if padding not in ("symmetric", "replicate"):
+        raise ValueError(f"padding must be 'symmetric' or 'replicate', got {padding!r}")
+    contributions = [_weights_raw_indices(in_shape[d], out_shape[d], scales[d], 4.0,
+                                          antialiasing) for d in (0, 1)]
     # MATLAB: [~, order] = sort(scale), a stable sort -> rows first on ties.
     order = sorted((0, 1), key=lambda d: scales[d])
-    out = img.astype(np.float64)
-    for k, axis in enumerate(order):
-        out = _resize_along(out, axis, *contributions[axis])
+    # Channels as contiguous planes (C, H, W): every pass then runs along long rows.
+    planes = np.ascontiguousarray(np.moveaxis(img, 2, 0) if img.ndim == 3 else img[None],
+                                  dtype=np.float64)
+    for axis in order:
+        planes = _resize_along(planes, axis + 1, *contributions[axis], padding)
         if img.dtype == np.uint8:
-            out = np.clip(matlab_round(out), 0, 255)  # MATLAB stores each pass as uint8
+            planes = np.clip(matlab_round(planes), 0, 255)  # MATLAB stores each pass as uint8
         elif img.dtype == np.float32:
-            out = out.astype(np.float32).astype(np.float64)
+            planes = planes.astype(np.float32).astype(np.float64)
     if img.dtype == np.uint8:
-        return out.astype(np.uint8)
-    return out
+        planes = planes.astype(np.uint8)
+    # (H, W, C) as a view of the planes: each channel stays contiguous.
+    return np.moveaxis(planes, 0, 2) if img.ndim == 3 else planes[0]
 
 
 def modcrop(img, scale):

@@ -46,7 +46,7 @@ from srcnn_theano.files import atomic_output, atomic_write_bytes
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
 DEFAULT_PIXEL_LIMIT = 100_000_000
 DEFAULT_JPEG_QUALITY = 95
-PNG_COMPRESS_LEVEL = 6  #: zlib level of PNG outputs (Pillow's default)
+PNG_COMPRESS_LEVEL = 1  #: zlib level of PNG outputs: 1 encodes 3.4x faster than 6 for ~14% more bytes (README, Speed)
 _ICC_FORMATS = ("PNG", "JPEG", "TIFF", "WEBP")
 _EXIF_FORMATS = ("PNG", "JPEG", "WEBP")
 _pixel_limit = DEFAULT_PIXEL_LIMIT
