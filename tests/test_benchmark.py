@@ -246,3 +246,10 @@ def test_benchmark_command_on_set5_x3(tmp_path):
             assert float(row["ci_low"]) <= float(row["delta_psnr"]) <= float(row["ci_high"])
     assert sorted(os.listdir(tmp_path)) == ["benchmark.csv", "benchmark.md", "benchmark.tex",
                                             "benchmark_images.csv"]
+
+
+def test_columns_in_a_papers_order():
+    got = tables.method_order(["bicubic", "authors 9-5-5(ImageNet)", "ours 9-1-5 (T91)", "A+",
+                               "authors 9-1-5(ImageNet)", "SelfExSR", "authors 9-1-5(91 images)"])
+    assert got == ["bicubic", "authors 9-1-5(91 images)", "authors 9-1-5(ImageNet)", "authors 9-5-5(ImageNet)",
+                   "ours 9-1-5 (T91)", "A+", "SelfExSR"]

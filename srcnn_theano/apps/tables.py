@@ -21,9 +21,20 @@ def _ordered(values):
     return list(dict.fromkeys(values))
 
 
+def method_order(methods):
+    """Columns in a paper's order: bicubic, the authors' models by name, ours, then the others as given."""
+    methods = _ordered(methods)
+
+    def rank(m):
+        group = 0 if m == "bicubic" else 1 if m.startswith("authors ") else 2 if m.startswith("ours ") else 3
+        return (group, m if group == 1 else "", methods.index(m))
+
+    return sorted(methods, key=rank)
+
+
 def _grid(rows):
     """(methods, [(dataset, scale)], {(dataset, scale, method): row}) of one protocol's rows."""
-    methods = _ordered(r["method"] for r in rows)
+    methods = method_order(r["method"] for r in rows)
     keys = _ordered((r["dataset"], r["scale"]) for r in rows)
     return methods, keys, {(r["dataset"], r["scale"], r["method"]): r for r in rows}
 
