@@ -95,8 +95,8 @@ def compiled_trainer(config):
     """
     from srcnn_theano.network.functions import PAPER_LR_MULTIPLIERS, Trainer
 
-    key = (config.arch, config.filters, config.padding, config.optimizer, config.momentum, config.lr_multipliers,
-           config.loss)
+    key = (config.arch, config.filters, config.padding, config.optimizer, config.momentum,
+           config.lr_multipliers, config.loss)
     if key not in _TRAINERS:
         mult = PAPER_LR_MULTIPLIERS if config.lr_multipliers == "paper" else None
         _TRAINERS[key] = Trainer(initial_model(config), config.optimizer, config.learning_rate,
