@@ -46,11 +46,11 @@ def measure(data, out):
     rows = run_benchmark(sets, protocols=PROTOCOLS, **models)
     means = {}
     for protocol in PROTOCOLS:
-        summary, _ = write_benchmark(rows, os.path.join(out, protocol), protocol)
+        summary, _ = write_benchmark(rows, os.path.join(out, protocol), protocol, force=True)
         for r in summary:
             means[(r["dataset"], r["scale"], r["method"], protocol)] = r["psnr"]
     old = run_benchmark(sets, protocols=("matlab",), imresize_border="replicate", **models)
-    summary, _ = write_benchmark(old, os.path.join(out, "matlab-replicate"), "matlab")
+    summary, _ = write_benchmark(old, os.path.join(out, "matlab-replicate"), "matlab", force=True)
     for r in summary:
         means[(r["dataset"], r["scale"], r["method"], OLD)] = r["psnr"]
     return means

@@ -36,7 +36,7 @@ def skimage_photos(folder):
 def benchmark(out, data, *extra):
     cmd = [sys.executable, "-m", "srcnn_theano", "benchmark", "--data",
            os.path.join(data, "Set5"), os.path.join(data, "Set14"), skimage_photos(out),
-           "--out", out, *extra]
+           "--out", out, "--force", *extra]  # regenerated tables replace the last run's
     print("$", " ".join(cmd), file=sys.stderr)
     subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(out, "benchmark.md")) as f:

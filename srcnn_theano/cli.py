@@ -39,7 +39,8 @@ def _cmd_evaluate(args):
     paths = hr_inputs(args.inputs, scale)
     lr_paths = pair(paths, lr_candidates(args.lr, scale), "LR", args.lr) if args.lr else None
     report = evaluate_paths(paths, scale, weights, progress=not args.json, lr_paths=lr_paths,
-                            save_dir=args.save_dir, imresize_border=args.imresize_border)
+                            save_dir=args.save_dir, imresize_border=args.imresize_border,
+                            force=args.force)
     print(json.dumps(report) if args.json else format_table(report))
     if args.save_dir:
         print(f"wrote {len(paths)} SRCNN and bicubic image(s) to {args.save_dir}/SRCNN and "
@@ -80,13 +81,15 @@ def _cmd_upscale(args):
 
 
 def _cmd_benchmark(args):
-    from srcnn_theano.apps.benchmark import parse_method, run_benchmark, write_benchmark
+    from srcnn_theano.apps.benchmark import output_paths, parse_method, run_benchmark, write_benchmark
 
+    output_paths(args.out, args.force)  # before the work: the outputs rule
     methods = [parse_method(m) for m in args.method]
     rows = run_benchmark(args.data, scales=args.scales, authors_dir=args.authors_models,
                          protocols=(args.protocol,), methods=methods, use_lr=args.lr_files,
                          imresize_border=args.imresize_border)
-    _, paths = write_benchmark(rows, args.out, args.protocol, args.baseline, args.resamples, args.seed)
+    _, paths = write_benchmark(rows, args.out, args.protocol, args.baseline, args.resamples, args.seed,
+                               force=args.force)
     with open(paths[0]) as f:
         print(f.read())
     print("wrote " + ", ".join(paths), file=sys.stderr)
@@ -98,7 +101,7 @@ def _cmd_figure(args):
     from srcnn_theano.image.io import read_image
     from srcnn_theano.network.inference import Predictor
 
-    check_outputs([(args.image, args.output)], args.force)
+    check_outputs([args.output], [args.image], args.force)
     weights, scale = _weights_and_scale(args)
     crop = tuple(args.crop) if args.crop else None
     report = save_comparison(args.output, read_image(args.image), scale, Predictor(weights),
@@ -139,6 +142,7 @@ def build_parser():
                          "the ground truth: a folder, or a SelfExSR/EDSR set")
     ev.add_argument("--save-dir", metavar="DIR",
                     help="also write the SR images to DIR/SRCNN/<stem>.png and DIR/bicubic/<stem>.png")
+    ev.add_argument("--force", action="store_true", help="replace existing images in --save-dir")
     _add_imresize_border_option(ev)
     ev.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                     help="ground-truth images, folders of them, or sets in the SelfExSR "
@@ -192,6 +196,7 @@ def build_parser():
     bm.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     bm.add_argument("--out", default="results",
                     help="folder for benchmark.md, .csv, .tex and benchmark_images.csv")
+    bm.add_argument("--force", action="store_true", help="replace the tables of an earlier run")
     bm.set_defaults(func=_cmd_benchmark)
 
     fg = sub.add_parser("figure", help="HR / bicubic / SRCNN comparison PNG with PSNR captions")

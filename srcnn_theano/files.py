@@ -118,15 +118,15 @@ def _identity(path):
     return st.st_dev, st.st_ino
 
 
-def check_outputs(pairs, force=False):
+def check_outputs(outputs, inputs=(), force=False):
     """Apply the project's one rule for existing outputs, before any work is done.
 
     Parameters
     ----------
-    pairs : iterable of (str or None, str)
-        ``(input path, output path)``; the input may be None (outputs not
-        made from one file, e.g. tables). Every output is also checked
-        against every input.
+    outputs : iterable of str
+        Files the command will write.
+    inputs : iterable of str
+        Files it reads: no output may be one of them.
     force : bool
         Replace existing outputs (never an input).
 
@@ -137,18 +137,17 @@ def check_outputs(pairs, force=False):
         without ``force``; an output that is a folder; an output folder that
         is missing or not writable.
     """
-    pairs = list(pairs)
-    inputs = {}
-    for src, _ in pairs:
-        ident = None if src is None else _identity(src)
+    known = {}
+    for src in inputs:
+        ident = _identity(src)
         if ident is not None:
-            inputs[ident] = src
+            known[ident] = src
     folders = set()
-    for _, out in pairs:
+    for out in outputs:
         folders.add(os.path.dirname(os.path.abspath(out)))
         if not os.path.lexists(out):
             continue
-        src = inputs.get(_identity(out))
+        src = known.get(_identity(out))
         if src is not None:
             raise SRCNNError(f"output {out} is the input {src}: refusing to overwrite it "
                              "(choose another output)")

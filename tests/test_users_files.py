@@ -81,7 +81,7 @@ def test_existing_outputs_need_force_and_missing_folders_are_named(tmp_path):
     with pytest.raises(SRCNNError, match="output folder does not exist"):
         output_paths([str(src)], str(tmp_path / "nope" / "b.png"))
     with pytest.raises(SRCNNError, match="is a folder"):
-        check_outputs([(None, str(tmp_path))], force=True)
+        check_outputs([str(tmp_path)], force=True)
 
 
 def test_cli_never_touches_the_original(weights_file, tmp_path):
@@ -287,3 +287,28 @@ def test_figure_follows_the_same_rule(weights_file, tmp_path):
     assert_one_line_error(run("figure", "--weights", weights_file, str(img), "-o", str(out)),
                           "already exists")
     assert out.read_bytes() == b"mine"
+
+
+def test_evaluate_save_dir_and_benchmark_follow_the_same_rule(weights_file, tmp_path):
+    hr = tmp_path / "SRCNN"
+    hr.mkdir()
+    Image.fromarray(photo(30, 30)).save(hr / "img.png")
+    before = (hr / "img.png").read_bytes()
+    # --save-dir DIR writes DIR/SRCNN/img.png: here that is the ground truth itself
+    res = run("evaluate", "--weights", weights_file, "--scale", "2", str(hr), "--save-dir",
+              str(tmp_path), "--force")
+    assert_one_line_error(res, "is the input")
+    assert (hr / "img.png").read_bytes() == before
+    save = tmp_path / "saved"
+    assert run("evaluate", "--weights", weights_file, "--scale", "2", str(hr), "--save-dir",
+               str(save)).returncode == 0
+    assert_one_line_error(run("evaluate", "--weights", weights_file, "--scale", "2", str(hr),
+                              "--save-dir", str(save)), "already exists")
+    assert run("evaluate", "--weights", weights_file, "--scale", "2", str(hr), "--save-dir",
+               str(save), "--force").returncode == 0
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "benchmark.md").write_text("my notes")
+    res = run("benchmark", "--data", str(hr), "--scales", "2", "--out", str(out))
+    assert_one_line_error(res, "benchmark.md", "already exists")
+    assert (out / "benchmark.md").read_text() == "my notes"

@@ -34,7 +34,7 @@ from srcnn_theano.evaluation.pairing import pair
 from srcnn_theano.evaluation.protocol import evaluate_image
 from srcnn_theano.evaluation.score import PROTOCOLS, score_images
 from srcnn_theano.evaluation.statistics import RESAMPLES, SEED, paired_bootstrap
-from srcnn_theano.files import atomic_write_bytes
+from srcnn_theano.files import atomic_write_bytes, check_outputs, check_writable_folder
 from srcnn_theano.image.imresize import modcrop
 from srcnn_theano.image.io import list_images, read_image
 from srcnn_theano.network.inference import Predictor
@@ -253,22 +253,36 @@ def summarise(image_rows, baseline="bicubic", resamples=RESAMPLES, seed=SEED):
     return out
 
 
+OUTPUT_FILES = ("benchmark.md", "benchmark.csv", "benchmark.tex", "benchmark_images.csv")
+
+
+def output_paths(out_dir, force=False):
+    """The files :func:`write_benchmark` writes in ``out_dir``, checked by the outputs rule
+    (:func:`srcnn_theano.files.check_outputs`): call it before the work. Creates nothing."""
+    paths = [os.path.join(out_dir, name) for name in OUTPUT_FILES]
+    if os.path.isdir(out_dir):
+        check_outputs(paths, force=force)
+    else:
+        check_writable_folder(os.path.dirname(os.path.abspath(out_dir)))
+    return paths
+
+
 def write_benchmark(image_rows, out_dir, protocol="matlab", baseline="bicubic", resamples=RESAMPLES,
-                    seed=SEED):
+                    seed=SEED, force=False):
     """Write the tables of one protocol into ``out_dir``; returns ``(summary rows, paths)``.
 
-    Files: ``benchmark.md``, ``benchmark.csv``, ``benchmark.tex`` and
-    ``benchmark_images.csv`` (:mod:`srcnn_theano.apps.tables`), each atomically.
+    Files: :data:`OUTPUT_FILES` (:mod:`srcnn_theano.apps.tables`), each
+    atomically; existing ones only with ``force``.
     """
     mine = [r for r in image_rows if r["protocol"] == protocol]
     summary = summarise(mine, baseline, resamples, seed)
-    os.makedirs(out_dir, exist_ok=True)
-    texts = {"benchmark.md": tables.to_markdown(summary, protocol, baseline, resamples, seed),
-             "benchmark.csv": tables.to_csv(summary),
-             "benchmark.tex": tables.to_tex(summary, protocol),
-             "benchmark_images.csv": tables.images_csv(mine)}
-    paths = []
-    for name, text in texts.items():
-        paths.append(os.path.join(out_dir, name))
-        atomic_write_bytes(paths[-1], text.encode())
+    paths = output_paths(out_dir, force)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise SRCNNError(f"cannot create output folder {out_dir}: {e.strerror or e}") from None
+    texts = (tables.to_markdown(summary, protocol, baseline, resamples, seed),
+             tables.to_csv(summary), tables.to_tex(summary, protocol), tables.images_csv(mine))
+    for path, text in zip(paths, texts):
+        atomic_write_bytes(path, text.encode())
     return summary, paths

@@ -172,7 +172,7 @@ def output_paths(inputs, output, force=False):
         except OSError as e:
             raise SRCNNError(f"cannot create output folder {output}: {e.strerror or e}") from None
         pairs = [(p, os.path.join(output, os.path.basename(p))) for p in files]
-    check_outputs(pairs, force)
+    check_outputs([o for _, o in pairs], [i for i, _ in pairs], force)
     return pairs
 
 

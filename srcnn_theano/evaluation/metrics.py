@@ -7,7 +7,6 @@ already shaved, as the authors' ``compute_psnr`` works on uint8 images in
 (H, W) planes in [0, 255], not rounded (BasicSR's Y is float).
 """
 import numpy as np
-from skimage.metrics import structural_similarity
 
 BASICSR_WINDOW = 11  #: side of BasicSR's Gaussian SSIM window (sigma 1.5)
 
@@ -43,6 +42,8 @@ def ssim(a, b):
     scikit-image's ``structural_similarity`` on (H, W) planes, values 0..255,
     as ``evaluate`` reports it.
     """
+    from skimage.metrics import structural_similarity  # 0.2 s to import: only when needed
+
     return float(structural_similarity(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64),
                                        data_range=255, gaussian_weights=True, sigma=1.5,
                                        use_sample_covariance=False, K1=0.01, K2=0.03))

@@ -38,6 +38,7 @@ import sys
 import numpy as np
 
 from srcnn_theano.errors import SRCNNError
+from srcnn_theano.files import check_outputs
 from srcnn_theano.evaluation.metrics import psnr, shave, ssim
 from srcnn_theano.evaluation.score import drop_alpha
 from srcnn_theano.image.imresize import degrade, imresize, modcrop
@@ -203,7 +204,7 @@ def save_paths(save_dir, names):
 
 
 def evaluate_images(images, scale, weights, progress=False, lr_images=None, save_dir=None,
-                    imresize_border="symmetric"):
+                    imresize_border="symmetric", force=False):
     """Evaluate ``(name, image)`` pairs with ``weights``; returns the JSON-ready report.
 
     Parameters
@@ -219,6 +220,8 @@ def evaluate_images(images, scale, weights, progress=False, lr_images=None, save
     save_dir : str or None
         Also write the SR images: ``save_dir/SRCNN/<stem>.png`` and
         ``save_dir/bicubic/<stem>.png`` (:func:`sr_images`).
+    force : bool
+        Replace existing files in ``save_dir`` (:func:`srcnn_theano.files.check_outputs`).
     imresize_border : {'symmetric', 'replicate'}
         MATLAB ``imresize``'s border rule (see the module docstring).
 
@@ -240,7 +243,11 @@ def evaluate_images(images, scale, weights, progress=False, lr_images=None, save
             check_lr(lr, img, scale, lr_name, name)
     targets = save_paths(save_dir, [n for n, _ in images]) if save_dir else {}
     for sub in ("SRCNN", "bicubic") if save_dir else ():
-        os.makedirs(os.path.join(save_dir, sub), exist_ok=True)
+        try:
+            os.makedirs(os.path.join(save_dir, sub), exist_ok=True)
+        except OSError as e:
+            raise SRCNNError(f"cannot create {os.path.join(save_dir, sub)}: {e.strerror or e}") from None
+    check_outputs([p for pair in targets.values() for p in pair], force=force)
     predictor = Predictor(weights)
     rows = []
     for (name, img), (lr_name, lr) in tqdm(list(zip(images, lrs)), desc=f"evaluate x{scale}",
@@ -259,16 +266,21 @@ def evaluate_images(images, scale, weights, progress=False, lr_images=None, save
 
 
 def evaluate_paths(paths, scale, weights, progress=False, lr_paths=None, save_dir=None,
-                   imresize_border="symmetric"):
+                   imresize_border="symmetric", force=False):
     """:func:`evaluate_images` on image files, each named by its file name.
 
     ``lr_paths``: the LR file of each ground truth (same order), or ``None``.
+    Saved images never replace an input, even with ``force``.
     """
     weights.check_scale(scale)
+    if save_dir:  # never an input, even with force (the folders may not exist yet)
+        outputs = [p for pair in save_paths(save_dir, paths).values() for p in pair]
+        check_outputs([o for o in outputs if os.path.lexists(o)], list(paths) + list(lr_paths or []),
+                      force=True)
     lr_images = None if lr_paths is None else [(p, read_image(p)) for p in lr_paths]
     return evaluate_images([(os.path.basename(p), read_image(p)) for p in paths], scale, weights,
                            progress, lr_images=lr_images, save_dir=save_dir,
-                           imresize_border=imresize_border)
+                           imresize_border=imresize_border, force=force)
 
 
 def format_table(report):
