@@ -20,7 +20,7 @@ from srcnn_theano.commandline import ArgumentParser, add_pixel_limit_option, run
 from srcnn_theano.errors import SRCNNError  # noqa: E402
 from srcnn_theano.image.io import list_images  # noqa: E402
 from srcnn_theano.patches.extract import CHANNELS  # noqa: E402
-from srcnn_theano.patches.store import write_h5  # noqa: E402
+from srcnn_theano.patches.store import default_workers, write_h5  # noqa: E402
 
 
 def build_parser():
@@ -39,6 +39,9 @@ def build_parser():
     p.add_argument("--drop-partial-chunk", action="store_true",
                    help="drop the last incomplete chunk of 128 patches, as the authors' MATLAB writer does")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes cutting patches (default: the number of cores, here "
+                        f"{default_workers()}); the file is the same for any N")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return add_pixel_limit_option(p)
@@ -54,7 +57,8 @@ def _main(argv):
                            input_size=args.input_size, label_size=args.label_size, stride=args.stride,
                            seed=args.seed, drop_partial_chunk=args.drop_partial_chunk,
                            augment=args.augment, channels=args.channels, force=args.force,
-                           progress=not args.quiet)
+                           progress=not args.quiet,
+                           workers=default_workers() if args.workers is None else args.workers)
     except KeyboardInterrupt:
         raise KeyboardInterrupt("error: interrupted; no output written") from None
     dropped = summary.count_extracted - summary.count

@@ -15,6 +15,7 @@ authors' MATLAB writer drops the last partial chunk
 (``drop_partial_chunk=True`` here, off by default). The reader also opens
 the authors' MATLAB-made files (``data``/``label`` only, no attributes).
 """
+import contextlib
 import os
 import sys
 from typing import NamedTuple
@@ -52,15 +53,25 @@ class H5Summary(NamedTuple):
 
 def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14, seed=0,
              drop_partial_chunk=False, augment=False, channels="y", force=False, progress=True,
-             memory_budget=DEFAULT_MEMORY_BUDGET):
+             memory_budget=DEFAULT_MEMORY_BUDGET, workers=1, monitor=None):
     """Cut training patches from images and write them, shuffled, to an HDF5 file.
 
-    Patches are streamed image by image into an unshuffled temporary file,
-    then copied into the final datasets in shuffled order block by block, so
-    memory stays under about ``memory_budget`` however many images there are
-    (disk needs about twice the output size while writing).
-    The output appears (``os.replace``) only once complete; on any error or
-    ``KeyboardInterrupt`` the temporary files are removed.
+    Images are cut by ``workers`` processes, at most two images each in
+    flight; each worker appends its images' patches to a scratch file of its
+    own (no patch travels through a pipe) and the writer keeps, in image
+    order, where each image's patches are. The shuffled copy into the final
+    datasets then goes block by block of the final order (about half of
+    ``memory_budget`` each): from memory when everything fits in half the
+    budget; from the scratch files, read sequentially, while they fit in the
+    page cache; beyond that through a bucket pass (one bucket per final
+    block), so that time stays linear and I/O sequential at any size.
+    Memory stays under about ``memory_budget`` plus the workers' images
+    however many images there are (disk needs about twice the output size
+    while writing). The file is the same, byte for byte in its datasets and
+    attributes, whatever ``workers`` and ``memory_budget``. The output
+    appears (``os.replace``) only once complete; on any error or
+    ``KeyboardInterrupt`` the workers are stopped and the temporary files
+    removed.
 
     Parameters
     ----------
@@ -86,7 +97,12 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
     progress : bool
         Show tqdm progress bars on stderr.
     memory_budget : int
-        Bytes of patches held in memory at once while shuffling.
+        Bytes of patches the writer holds in memory at once.
+    workers : int
+        Processes cutting patches (1: this process); :func:`default_workers`
+        is the command line's default.
+    monitor : callable or None
+        ``monitor(images_done, patches_so_far)`` after each image.
 
     Returns
     -------
@@ -104,26 +120,69 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
     image_paths = list(image_paths)
     if not image_paths:
         raise SRCNNError("no training images given")
-    check_outputs([(p, output) for p in image_paths], force)
+    if int(workers) != workers or workers < 1:
+        raise SRCNNError(f"workers must be a positive integer, not {workers}")
+    workers = min(int(workers), len(image_paths))
+    check_outputs([output], image_paths, force)
+    _keep_freed_memory()   # before the workers fork: they inherit it
     params = dict(scale=scale, input_size=int(input_size), label_size=int(label_size),
                   stride=int(stride), channels=channels, augment=bool(augment), seed=int(seed),
                   drop_partial_chunk=bool(drop_partial_chunk))
+    c = 1 if channels == "y" else 3
+    shapes = {"data": (c, params["input_size"], params["input_size"]),
+              "label": (c, params["label_size"], params["label_size"])}
     try:
-        with atomic_output(output, suffix=".h5") as final_path, \
-                scratch_file(output, suffix=".unshuffled.h5") as raw_path:
-            with h5py.File(raw_path, "w", libver=_LIBVER) as raw:
-                sources, skipped = _extract_all(raw, image_paths, params, progress)
-                count_extracted = len(raw["data"])
-                if count_extracted == 0:
-                    raise SRCNNError(f"no usable training image among {len(image_paths)} file(s)")
-                count = _final_count(count_extracted, drop_partial_chunk)
-                order = np.random.default_rng(seed).permutation(count_extracted)[:count]
-                with h5py.File(final_path, "w", libver=_LIBVER) as final:
-                    _shuffled_copy(raw, final, order, memory_budget, progress)
-                    _write_attrs(final, params, sources, count, count_extracted)
+        with contextlib.ExitStack() as stack:
+            final_path = stack.enter_context(atomic_output(output, suffix=".h5"))
+
+            def scratch(name):
+                return stack.enter_context(scratch_file(output, f".{name}"))
+
+            raw = _RawPatches(shapes, [{k: scratch(f"worker{w}-{k}") for k in shapes}
+                                       for w in range(workers)])
+            sources, skipped = _extract_all(raw, image_paths, params, progress, workers, monitor)
+            count_extracted = raw.count
+            if count_extracted == 0:
+                raise SRCNNError(f"no usable training image among {len(image_paths)} file(s)")
+            count = _final_count(count_extracted, drop_partial_chunk)
+            order = np.random.default_rng(seed).permutation(count_extracted)[:count]
+            with h5py.File(final_path, "w", libver=_LIBVER) as final:
+                _shuffled_copy(raw, final, order, memory_budget, progress,
+                               {k: scratch(f"buckets-{k}") for k in shapes})
+                _write_attrs(final, params, sources, count, count_extracted)
     except OSError as e:
         raise SRCNNError(f"cannot write {output}: {e}") from None
     return H5Summary(output, count, count_extracted, len(sources), skipped)
+
+
+def _keep_freed_memory(threshold=1 << 30):
+    """glibc: serve and keep large blocks on the heap, as :mod:`srcnn_theano.backend` does
+    for Theano (``keep_freed_memory``; not imported here, it would import Theano).
+
+    Cutting an image allocates and frees dozens of arrays of a few hundred KB;
+    by default glibc maps each from the kernel and returns it, and the page
+    faults of fresh memory made up a third of the time (more on VMs).
+    ``SRCNN_THEANO_MALLOPT=0`` turns it off, as for the backend.
+    """
+    if os.environ.get("SRCNN_THEANO_MALLOPT", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    ok = any(mallopt(m_mmap_threshold, int(t)) == 1 for t in (threshold, 32 << 20))
+    return bool(mallopt(m_trim_threshold, int(threshold) * 2) == 1 and ok)
+
+
+def default_workers():
+    """The number of cores this process may run on (the command line's default ``--workers``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _final_count(count_extracted, drop_partial_chunk):
@@ -136,33 +195,144 @@ def _final_count(count_extracted, drop_partial_chunk):
     return count
 
 
-def _extract_all(raw, image_paths, params, progress):
-    """Append every image's patches to ``raw``; return (sources, skipped)."""
-    channels = 1 if params["channels"] == "y" else 3
-    data = _resizable(raw, "data", (channels, params["input_size"], params["input_size"]))
-    label = _resizable(raw, "label", (channels, params["label_size"], params["label_size"]))
+# --------------------------------------------------------------------------
+# Cutting: in this process or in worker processes, each with its scratch files
+# --------------------------------------------------------------------------
+
+def _cut_image(path, params):
+    """One image's patches: ``(name, digest, data, label)``, or ``(name, None, reason, None)``
+    for an image to skip."""
+    name = os.path.basename(path)
     geometry = {k: params[k] for k in ("scale", "input_size", "label_size", "stride")}
-    sources, skipped = [], []
-    for path in tqdm(image_paths, desc="patches", unit="img", disable=not progress, file=sys.stderr):
-        name = os.path.basename(path)
+    try:
+        digest = sha256_file(path)
+        planes = image_to_planes(read_image(path), params["channels"])
+    except SRCNNError as e:
+        return name, None, str(e), None
+    variants = augment_images(planes) if params["augment"] else (planes,)
+    cuts = [extract_patches(v, **geometry) for v in variants]
+    data = cuts[0][0] if len(cuts) == 1 else np.concatenate([d for d, _ in cuts])
+    label = cuts[0][1] if len(cuts) == 1 else np.concatenate([l for _, l in cuts])
+    if len(data) == 0:
+        return name, None, (f"too small ({planes.shape[1]}x{planes.shape[0]}) for "
+                            f"{params['input_size']}-pixel patches at scale {params['scale']}"), None
+    return name, digest, data, label
+
+
+class _Shard:
+    """A worker's scratch files (one per kind, data and label): patches appended in the
+    order the worker cut them."""
+
+    def __init__(self, paths):
+        self.files = {k: open(p, "ab", buffering=0) for k, p in paths.items()}
+        self.rows = 0
+
+    def append(self, data, label):
+        """Append; return the row offset of the first row."""
+        first = self.rows
+        for k, a in (("data", data), ("label", label)):
+            _write_all(self.files[k], np.ascontiguousarray(a, np.float32))
+        self.rows += len(data)
+        return first
+
+    def close(self):
+        for f in self.files.values():
+            f.close()
+
+
+def _write_all(f, array):
+    view = memoryview(array).cast("B")
+    while len(view):
+        view = view[f.write(view):]
+
+
+_WORKER = {}  # in a worker process: its shard and parameters
+
+
+def _worker_init(counter, shard_paths, params):
+    # Ctrl-C reaches the whole process group: the parent alone handles it (and stops us).
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    _WORKER.update(index=index, shard=_Shard(shard_paths[index]), params=params)
+
+
+def _worker_cut(path):
+    """In a worker: cut one image into the worker's shard; return
+    ``(name, digest, shard index, first row, rows)`` or ``(name, None, reason, 0, 0)``."""
+    name, digest, data, label = _cut_image(path, _WORKER["params"])
+    if digest is None:
+        return name, None, data, 0, 0
+    first = _WORKER["shard"].append(data, label)
+    return name, digest, _WORKER["index"], first, len(data)
+
+
+def _cut_all(image_paths, params, shard_paths):
+    """Cut every image, yielding ``(name, digest or None, shard, first row, rows | reason)``
+    in image order; one worker process per shard (none for one shard), at most two
+    images in flight per worker."""
+    if len(shard_paths) == 1:
+        shard = _Shard(shard_paths[0])
         try:
-            digest = sha256_file(path)
-            planes = image_to_planes(read_image(path), params["channels"])
-        except SRCNNError as e:
-            _skip(skipped, name, str(e))
-            continue
-        variants = augment_images(planes) if params["augment"] else (planes,)
-        n = 0
-        for variant in variants:
-            d, l = extract_patches(variant, **geometry)
-            _append(data, d)
-            _append(label, l)
-            n += len(d)
-        if n == 0:
-            _skip(skipped, name, f"too small ({planes.shape[1]}x{planes.shape[0]}) for "
-                                 f"{params['input_size']}-pixel patches at scale {params['scale']}")
-            continue
-        sources.append((name, digest, n))
+            for path in image_paths:
+                name, digest, data, label = _cut_image(path, params)
+                if digest is None:
+                    yield name, None, data, 0, 0
+                else:
+                    yield name, digest, 0, shard.append(data, label), len(data)
+        finally:
+            shard.close()
+        return
+    import collections
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: the workers start in milliseconds with everything imported (no Theano
+    # here, and no HDF5 file is open yet); spawn where fork is not the safe default.
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    counter = ctx.Value("i", 0)
+    workers = len(shard_paths)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                               initargs=(counter, shard_paths, params))
+    pending = collections.deque()
+    paths = iter(image_paths)
+    try:
+        for path in paths:
+            pending.append(pool.submit(_worker_cut, path))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            result = pending.popleft().result()
+            path = next(paths, None)
+            if path is not None:
+                pending.append(pool.submit(_worker_cut, path))
+            yield result
+    finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _extract_all(raw, image_paths, params, progress, workers=1, monitor=None):
+    """Cut every image into ``raw``'s shards, in image order; return (sources, skipped)."""
+    sources, skipped = [], []
+    cut = _cut_all(image_paths, params, raw.shard_paths[:workers])
+    try:
+        for done, (name, digest, shard, first, rows) in enumerate(
+                tqdm(cut, total=len(image_paths), desc="patches", unit="img",
+                     disable=not progress, file=sys.stderr), start=1):
+            if digest is None:
+                _skip(skipped, name, shard)
+            else:
+                raw.add(shard, first, rows)
+                sources.append((name, digest, rows))
+            if monitor is not None:
+                monitor(done, raw.count)
+    finally:
+        cut.close()
     return sources, skipped
 
 
@@ -171,50 +341,206 @@ def _skip(skipped, name, reason):
     skipped.append((name, reason))
 
 
-def _resizable(h5, name, row_shape):
-    return h5.create_dataset(name, shape=(0,) + row_shape, maxshape=(None,) + row_shape,
-                             chunks=(CHUNK_ROWS,) + row_shape, dtype=np.float32)
+class _RawPatches:
+    """Where the unshuffled patches are: image by image (in image order) a run of
+    rows in one of the shards' files. A shard holds its images in image order."""
+
+    def __init__(self, shapes, shard_paths):
+        self.shapes, self.shard_paths = shapes, shard_paths
+        self.row_bytes = {k: 4 * int(np.prod(v)) for k, v in shapes.items()}
+        self.runs = []  # (shard, first row in shard, rows), in image order
+        self.count = 0
+        self._index = None
+
+    def add(self, shard, first, rows):
+        self.runs.append((shard, first, rows))
+        self.count += rows
+        self._index = None
+
+    def _runs(self):
+        if self._index is None:
+            runs = np.array(self.runs, dtype=np.int64).reshape(-1, 3)
+            base = np.concatenate([[0], np.cumsum(runs[:, 2])[:-1]])  # first unshuffled index
+            per_shard = {}
+            for s in range(len(self.shard_paths)):
+                mine = np.flatnonzero(runs[:, 0] == s)
+                per_shard[s] = (runs[mine, 1], runs[mine, 2], base[mine])
+            self._index = (runs, base, per_shard)
+        return self._index
+
+    def locate(self, rows):
+        """Unshuffled row indices -> (shard, row in shard) arrays."""
+        runs, base, _ = self._runs()
+        image = np.searchsorted(base, rows, side="right") - 1
+        return runs[image, 0], runs[image, 1] + (rows - base[image])
+
+    def shard_rows(self, shard):
+        """Rows in ``shard`` (what its files hold)."""
+        _, lengths, _ = self._runs()[2][shard]
+        return int(lengths.sum())
+
+    def logical(self, shard, start, stop):
+        """Unshuffled indices of the rows ``start:stop`` of ``shard`` (increasing)."""
+        firsts, _, base = self._runs()[2][shard]
+        rows = np.arange(start, stop)
+        image = np.searchsorted(firsts, rows, side="right") - 1
+        return base[image] + (rows - firsts[image])
+
+    def read(self, name, shard, start, stop, out=None):
+        return _read_rows(self.shard_paths[shard][name], self.shapes[name], start, stop, out)
 
 
-def _append(dset, rows):
-    start = len(dset)
-    dset.resize(start + len(rows), axis=0)
-    dset[start:] = rows
+# --------------------------------------------------------------------------
+# The shuffled copy
+# --------------------------------------------------------------------------
+
+def _read_rows(path, shape, start, stop, out=None):
+    """Rows ``start:stop`` of a flat float32 file of rows of ``shape`` (into ``out`` if given:
+    reusing one buffer spares the page faults of fresh memory, a large cost on VMs)."""
+    n = stop - start
+    if out is None:
+        out = np.empty((n,) + tuple(shape), np.float32)
+    view = memoryview(out[:n]).cast("B")
+    with open(path, "rb", buffering=0) as f:
+        f.seek(start * 4 * int(np.prod(shape)))
+        got = 0
+        while got < view.nbytes:
+            k = f.readinto(view[got:])
+            if not k:
+                raise OSError(f"{path}: file shorter than expected")
+            got += k
+    return out[:n]
 
 
-def _shuffled_copy(raw, final, order, memory_budget, progress):
-    """``final[name][i] = raw[name][order[i]]`` for data and label, block by block.
+def _page_cache_bytes():
+    """``MemAvailable`` of ``/proc/meminfo`` (bytes), or 0 where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
-    Each block of ``order`` (about ``memory_budget`` bytes of patches) is
-    gathered in permuted order with :func:`_gather_into` and written
-    contiguously. With the whole file under the budget this is one
-    sequential read; otherwise each block re-reads the raw file sequentially,
-    which is much faster than scattered HDF5 reads.
+
+def _shuffled_copy(raw, final, order, memory_budget, progress, bucket_paths):
+    """``final[name][i] = raw[name][order[i]]`` for data and label, block by block of
+    the final order, each block gathered in a reused buffer and written contiguously.
+
+    How a block's rows are found (same result either way):
+
+    * while the shards fit in half the memory the system has available (so
+      they stay in the page cache, where reading is cheap and writing is
+      not), each block reads the shards sequentially, segment by segment
+      into one buffer, and keeps the rows it needs;
+    * beyond that, in time linear in the size and with sequential I/O only,
+      a bucket pass first reads the shards once and writes each row into
+      the bucket of the final block it belongs to (``bucket_paths``), with
+      the row's final position; then each bucket is read and put in order.
     """
     names = ("data", "label")
-    block = max(1, int(memory_budget) // sum(raw[n][0].nbytes for n in names))
-    outs = {n: final.create_dataset(n, shape=(len(order),) + raw[n].shape[1:], dtype=np.float32,
-                                    chunks=(min(CHUNK_ROWS, len(order)),) + raw[n].shape[1:])
-            for n in names}
-    with tqdm(total=len(order), desc="shuffle", unit="patch", disable=not progress,
+    n = len(order)
+    outs = {k: final.create_dataset(k, shape=(n,) + raw.shapes[k], dtype=np.float32,
+                                    chunks=(min(CHUNK_ROWS, n),) + raw.shapes[k])
+            for k in names}
+    row_bytes = sum(raw.row_bytes.values())
+    block = max(CHUNK_ROWS, int(memory_budget) // 2 // row_bytes // CHUNK_ROWS * CHUNK_ROWS)
+    block = min(block, -(-n // CHUNK_ROWS) * CHUNK_ROWS)
+    segment = max(1, int(memory_budget) // 4 // row_bytes)
+    buffers = {k: np.empty((block,) + raw.shapes[k], np.float32) for k in names}
+    with tqdm(total=n, desc="shuffle", unit="patch", disable=not progress,
               file=sys.stderr) as bar:
-        for start in range(0, len(order), block):
+        if raw.count * row_bytes > _page_cache_bytes() // 2 and n > block:
+            for start, rows in _bucket_blocks(raw, order, block, segment, bucket_paths, buffers):
+                for k in names:
+                    outs[k][start:start + len(rows[k])] = rows[k]
+                bar.update(len(rows["data"]))
+            return
+        reads = {k: np.empty((min(segment, raw.count),) + raw.shapes[k], np.float32)
+                 for k in names}
+        for start in range(0, n, block):
             wanted = order[start:start + block]
-            sorter = np.argsort(wanted)
-            for n in names:
-                permuted = np.empty((len(wanted),) + raw[n].shape[1:], np.float32)
-                _gather_into(permuted, sorter, raw[n], wanted[sorter])
-                outs[n][start:start + len(wanted)] = permuted
+            shard, pos = raw.locate(wanted)
+            for k in names:
+                out = buffers[k][:len(wanted)]
+                for s in np.unique(shard):
+                    mine = np.flatnonzero(shard == s)
+                    sorter = mine[np.argsort(pos[mine])]
+                    at = pos[sorter]
+                    total = raw.shard_rows(int(s))
+                    bounds = np.searchsorted(at, np.arange(0, total + segment, segment))
+                    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+                        if hi > lo:
+                            base = i * segment
+                            seg = raw.read(k, int(s), base, min(base + segment, total), reads[k])
+                            out[sorter[lo:hi]] = seg[at[lo:hi] - base]
+                outs[k][start:start + len(wanted)] = out
             bar.update(len(wanted))
 
 
-def _gather_into(out, positions, dset, rows, segment=16 * CHUNK_ROWS):
-    """``out[positions[i]] = dset[rows[i]]`` for sorted ``rows``, reading ``segment`` rows at a time."""
-    bounds = np.searchsorted(rows, np.arange(0, len(dset) + segment, segment))
-    for s, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        if hi > lo:
-            base = s * segment
-            out[positions[lo:hi]] = dset[base:base + segment][rows[lo:hi] - base]
+def _bucket_blocks(raw, order, block, segment, bucket_paths, buffers):
+    """The bucket way of :func:`_shuffled_copy`: yield ``(start, {name: rows})`` per block."""
+    n = len(order)
+    final_pos = np.full(raw.count, -1, dtype=np.int64)
+    final_pos[order] = np.arange(n)
+    arrival = np.empty(n, dtype=np.int64)          # bucket slot -> final position
+    written = np.zeros(-(-n // block), dtype=np.int64)
+    reads = {k: np.empty((segment,) + raw.shapes[k], np.float32) for k in raw.shapes}
+    grouped = {k: np.empty_like(b) for k, b in reads.items()}
+    fds = {}
+    try:
+        for k, path in bucket_paths.items():
+            fds[k] = os.open(path, os.O_RDWR)
+            os.ftruncate(fds[k], n * raw.row_bytes[k])
+        for s in range(len(raw.shard_paths)):
+            total = raw.shard_rows(s)
+            for start in range(0, total, segment):
+                stop = min(start + segment, total)
+                dest = final_pos[raw.logical(s, start, stop)]
+                keep = np.flatnonzero(dest >= 0)
+                by_bucket = keep[np.argsort(dest[keep] // block, kind="stable")]
+                buckets = dest[by_bucket] // block
+                bounds = np.concatenate([[0], np.flatnonzero(np.diff(buckets)) + 1,
+                                         [len(buckets)]])
+                for k in fds:
+                    rows = raw.read(k, s, start, stop, reads[k])
+                    g = np.take(rows, by_bucket, axis=0, out=grouped[k][:len(by_bucket)])
+                    for lo, hi in zip(bounds[:-1], bounds[1:]):
+                        if hi > lo:
+                            b = int(buckets[lo])
+                            slot = b * block + int(written[b])
+                            _pwrite_all(fds[k], memoryview(g[lo:hi]).cast("B"),
+                                        slot * raw.row_bytes[k])
+                for lo, hi in zip(bounds[:-1], bounds[1:]):
+                    if hi > lo:
+                        b = int(buckets[lo])
+                        slot = b * block + int(written[b])
+                        arrival[slot:slot + hi - lo] = dest[by_bucket[lo:hi]]
+                        written[b] += hi - lo
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    for path in raw.shard_paths:          # the rows are all in the buckets now
+        for p in path.values():
+            os.truncate(p, 0)
+    permuted = {k: np.empty_like(b) for k, b in buffers.items()}
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        dest = arrival[start:stop] - start
+        rows = {}
+        for k in bucket_paths:
+            got = _read_rows(bucket_paths[k], raw.shapes[k], start, stop, buffers[k])
+            out = permuted[k][:stop - start]
+            out[dest] = got
+            rows[k] = out
+        yield start, rows
+
+
+def _pwrite_all(fd, buf, offset):
+    while len(buf):
+        done = os.pwrite(fd, buf, offset)
+        buf, offset = buf[done:], offset + done
 
 
 def _write_attrs(h5, params, sources, count, count_extracted):
