@@ -174,3 +174,46 @@ def test_cli_workers_option_gives_the_same_file(photos, tmp_path):
     _assert_same(*outs)
     r = subprocess.run([sys.executable, CLI, "--help"], capture_output=True, text=True, cwd=REPO)
     assert "--workers" in r.stdout and "number of cores" in " ".join(r.stdout.split())
+
+
+# --------------------------------------------------------------------------
+# Streamed minibatches: the next block is read by a thread meanwhile
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def patch_file(photos, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("pf") / "train.h5")
+    P.write_h5(out, list_images(photos), 3, progress=False)
+    return out
+
+
+def _serial_batches(pf, batch_size, rng, budget):
+    """What the streamed reader must yield: the same draws, blocks read in turn."""
+    row = pf.nbytes // pf.count
+    block = max(1, budget // 2 // row // batch_size) * batch_size
+    for start in rng.permutation(np.arange(0, pf.count, block)):
+        data = pf.data[start:start + block]
+        label = pf.label[start:start + block]
+        order = rng.permutation(len(data))
+        for s in range(0, len(data), batch_size):
+            yield data[order[s:s + batch_size]], label[order[s:s + batch_size]]
+
+
+def test_streamed_batches_with_prefetch_are_the_serial_ones(patch_file):
+    import threading
+
+    with P.open_h5(patch_file) as pf:
+        budget = pf.nbytes // 5            # streamed, several blocks
+        got = list(P.iterate_minibatches(pf, 16, np.random.default_rng(3), budget))
+        want = list(_serial_batches(pf, 16, np.random.default_rng(3), budget))
+        assert len(got) == len(want) > 10
+        for (x, y), (u, v) in zip(got, want):
+            assert np.array_equal(x, u) and np.array_equal(y, v)
+        # two blocks (the one in use and the one being read) fit in the budget
+        block_rows = max(1, budget // 2 // (pf.nbytes // pf.count) // 16) * 16
+        assert 2 * block_rows * (pf.nbytes // pf.count) <= budget
+        # stopping early stops the reader thread
+        it = P.iterate_minibatches(pf, 16, np.random.default_rng(3), budget)
+        next(it)
+        it.close()
+        assert not any(t.name.startswith("srcnn-prefetch") for t in threading.enumerate())

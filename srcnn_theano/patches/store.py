@@ -701,11 +701,15 @@ def iterate_minibatches(patches, batch_size, rng, memory_budget=DEFAULT_MEMORY_B
 
     When all patches fit in ``memory_budget`` bytes (float32) they are loaded
     once (kept on ``patches`` for later epochs) and shuffled freely.
-    Otherwise the file is read in contiguous blocks of about
+    Otherwise the file is read in contiguous blocks of about half of
     ``memory_budget`` bytes, the block order is shuffled and rows are
     shuffled within each block; since :func:`write_h5` already stored the
     patches in random order this is close to a full shuffle while reading
-    the file sequentially.
+    the file sequentially. While the batches of one block are used, a
+    background thread reads the next one (h5py releases the GIL while it
+    reads), so training does not wait for the disk; the two blocks together
+    stay within the budget. The batches are the same with or without the
+    thread: all random draws are made here, in order.
 
     Parameters
     ----------
@@ -729,12 +733,31 @@ def iterate_minibatches(patches, batch_size, rng, memory_budget=DEFAULT_MEMORY_B
         yield from _batches(*patches.load(), batch_size, rng, drop_last)
         return
     row_bytes = max(1, patches.nbytes // patches.count)
-    block = max(1, memory_budget // row_bytes // batch_size) * batch_size
-    for start in rng.permutation(np.arange(0, patches.count, block)):
-        stop = start + block
-        data = patches.data[start:stop].astype(np.float32, copy=False)
-        label = patches.label[start:stop].astype(np.float32, copy=False)
-        yield from _batches(data, label, batch_size, rng, drop_last)
+    block = max(1, memory_budget // 2 // row_bytes // batch_size) * batch_size
+    starts = rng.permutation(np.arange(0, patches.count, block))
+    yield from _prefetched_batches(patches, starts, block, batch_size, rng, drop_last)
+
+
+def _read_block(patches, start, block):
+    return (patches.data[start:start + block].astype(np.float32, copy=False),
+            patches.label[start:start + block].astype(np.float32, copy=False))
+
+
+def _prefetched_batches(patches, starts, block, batch_size, rng, drop_last):
+    """The batches of each block in ``starts``, the next block read by a thread meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="srcnn-prefetch")
+    try:
+        pending = reader.submit(_read_block, patches, int(starts[0]), block)
+        for i in range(len(starts)):
+            data, label = pending.result()
+            pending = (reader.submit(_read_block, patches, int(starts[i + 1]), block)
+                       if i + 1 < len(starts) else None)
+            yield from _batches(data, label, batch_size, rng, drop_last)
+            del data, label
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
 
 
 def _batches(data, label, batch_size, rng, drop_last):
