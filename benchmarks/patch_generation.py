@@ -153,7 +153,7 @@ def pairs(args):
 _COURSE_CHILD = r"""
 import json, sys, time
 from srcnn_theano.image.io import list_images
-from srcnn_theano.patches.store import write_h5
+from srcnn_theano.patches.writer import write_h5
 cfg = json.loads(sys.argv[1])
 t0 = time.perf_counter()
 def monitor(done, patches):

@@ -42,7 +42,7 @@ sys.path.insert(0, HERE)
 def patch_file(folder, images):
     from patch_generation import make_photos, _subset
     from srcnn_theano.image.io import list_images
-    from srcnn_theano.patches.store import write_h5
+    from srcnn_theano.patches.writer import write_h5
 
     path = os.path.join(folder, f"streamed_{images}.h5")
     if not os.path.exists(path):

@@ -20,7 +20,7 @@ from srcnn_theano.commandline import ArgumentParser, add_pixel_limit_option, run
 from srcnn_theano.errors import SRCNNError  # noqa: E402
 from srcnn_theano.image.io import list_images  # noqa: E402
 from srcnn_theano.patches.extract import CHANNELS  # noqa: E402
-from srcnn_theano.patches.store import default_workers, write_h5  # noqa: E402
+from srcnn_theano.patches.writer import default_workers, write_h5  # noqa: E402
 
 
 def build_parser():

@@ -38,7 +38,6 @@ Memory the process freed stays counted in its RSS (the peak is unchanged).
 
 Nothing inside site-packages is edited.
 """
-import ctypes.util
 import logging
 import os
 import sys
@@ -46,7 +45,9 @@ import types
 
 from srcnn_theano.blas import blas_ldflags
 
-__all__ = ["theano", "T", "lasagne", "theano_flags", "keep_freed_memory", "on_gpu"]
+from srcnn_theano.allocator import keep_freed_memory
+
+__all__ = ["theano", "T", "lasagne", "theano_flags", "on_gpu"]
 
 def theano_flags(user_flags=None):
     """Our defaults followed by the user's flags (which therefore win).
@@ -62,23 +63,6 @@ def theano_flags(user_flags=None):
     if "blas__ldflags" not in user_flags and "blas.ldflags" not in user_flags:
         ours.append("blas__ldflags=" + blas_ldflags())
     return ",".join(ours + ([user_flags] if user_flags else []))
-
-
-def keep_freed_memory(threshold=1 << 30):
-    """Have glibc malloc serve and keep large blocks on its heap (see the module
-    docstring). Returns True when applied; False elsewhere (not glibc, or
-    ``SRCNN_THEANO_MALLOPT=0``)."""
-    if os.environ.get("SRCNN_THEANO_MALLOPT", "1").strip().lower() in ("0", "false", "no", "off"):
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
-    # Older glibc caps the mmap threshold at 32 MiB (64-bit): fall back to it.
-    ok = any(mallopt(m_mmap_threshold, int(t)) == 1 for t in (threshold, 32 << 20))
-    return bool(mallopt(m_trim_threshold, int(threshold) * 2) == 1 and ok)
 
 
 def _install_lasagne_shims(theano_mod):

@@ -12,7 +12,9 @@ from PIL import Image
 
 from srcnn_theano.evaluation.datasets import load_ground_truth
 from srcnn_theano.patches import extract as E
+from srcnn_theano.patches import cutting
 from srcnn_theano.patches import store as P
+from srcnn_theano.patches import writer as W
 from srcnn_theano.errors import SRCNNError
 from srcnn_theano.image.io import list_images, read_image
 from srcnn_theano.image.imresize import imresize
@@ -142,7 +144,7 @@ def _expected_patches(paths, scale=3):
 def test_write_h5_layout_and_attrs(image_folder, tmp_path):
     out = str(tmp_path / "train.h5")
     paths = list_images(image_folder)
-    summary = P.write_h5(out, paths, 3, progress=False)
+    summary = W.write_h5(out, paths, 3, progress=False)
     assert (summary.count, summary.count_extracted, summary.images, summary.skipped) == (243, 243, 3, [])
     with h5py.File(out, "r") as f:
         assert f["data"].shape == (243, 1, 33, 33) and f["label"].shape == (243, 1, 21, 21)
@@ -166,20 +168,20 @@ def test_write_h5_shuffle_is_seeded_permutation(image_folder, tmp_path):
     files = []
     for i, budget in enumerate((1 << 30, 50_000)):        # one block, and many small blocks
         out = str(tmp_path / f"s{i}.h5")
-        P.write_h5(out, paths, 3, seed=7, progress=False, memory_budget=budget)
+        W.write_h5(out, paths, 3, seed=7, progress=False, memory_budget=budget)
         with h5py.File(out, "r") as f:
             files.append((f["data"][...], f["label"][...]))
     for d, l in files:
         np.testing.assert_array_equal(d, data[order])
         np.testing.assert_array_equal(l, label[order])
-    P.write_h5(str(tmp_path / "other.h5"), paths, 3, seed=8, progress=False)
+    W.write_h5(str(tmp_path / "other.h5"), paths, 3, seed=8, progress=False)
     with h5py.File(tmp_path / "other.h5", "r") as f:
         assert not np.array_equal(f["data"][...], files[0][0])
 
 
 def test_write_h5_drop_partial_chunk(image_folder, tmp_path):
     out = str(tmp_path / "d.h5")
-    summary = P.write_h5(out, list_images(image_folder), 3, drop_partial_chunk=True, progress=False)
+    summary = W.write_h5(out, list_images(image_folder), 3, drop_partial_chunk=True, progress=False)
     assert (summary.count, summary.count_extracted) == (128, 243)
     with h5py.File(out, "r") as f:
         assert len(f["data"]) == len(f["label"]) == f.attrs["count"] == 128
@@ -189,7 +191,7 @@ def test_write_h5_drop_partial_chunk(image_folder, tmp_path):
 def test_write_h5_rgb_and_augment(tmp_path):
     _save(tmp_path, "a.png", _rng_image((48, 48, 3)))
     out = str(tmp_path / "rgb.h5")
-    s = P.write_h5(out, [str(tmp_path / "a.png")], 3, channels="rgb", augment=True, progress=False)
+    s = W.write_h5(out, [str(tmp_path / "a.png")], 3, channels="rgb", augment=True, progress=False)
     with h5py.File(out, "r") as f:
         assert f["data"].shape[1:] == (3, 33, 33) and f["label"].shape[1:] == (3, 21, 21)
         assert f.attrs["channels"] == "rgb" and f.attrs["augment"]
@@ -203,14 +205,14 @@ def test_write_h5_skips_bad_and_small_images(image_folder, tmp_path, capsys):
         f.write(b"not an image")
     small = _save(image_folder, "small.png", _rng_image((20, 20)))
     out = str(tmp_path / "t.h5")
-    s = P.write_h5(out, list_images(image_folder), 3, progress=False)
+    s = W.write_h5(out, list_images(image_folder), 3, progress=False)
     assert s.count == 243 and [name for name, _ in s.skipped] == ["bad.png", "small.png"]
     err = capsys.readouterr().err
     assert "warning: skipping bad.png" in err and "warning: skipping small.png" in err
     with h5py.File(out, "r") as f:
         assert "bad.png" not in list(f.attrs["source_names"])
     with pytest.raises(SRCNNError, match="no usable training image"):
-        P.write_h5(str(tmp_path / "none.h5"), [bad, small], 3, progress=False)
+        W.write_h5(str(tmp_path / "none.h5"), [bad, small], 3, progress=False)
     assert not os.path.exists(tmp_path / "none.h5")
 
 
@@ -218,9 +220,9 @@ def test_write_h5_existing_output(image_folder, tmp_path):
     out = tmp_path / "t.h5"
     out.write_bytes(b"old")
     with pytest.raises(SRCNNError, match="already exists"):
-        P.write_h5(str(out), list_images(image_folder), 3, progress=False)
+        W.write_h5(str(out), list_images(image_folder), 3, progress=False)
     assert out.read_bytes() == b"old"
-    P.write_h5(str(out), list_images(image_folder), 3, force=True, progress=False)
+    W.write_h5(str(out), list_images(image_folder), 3, force=True, progress=False)
     assert h5py.is_hdf5(out)
 
 
@@ -228,7 +230,7 @@ def test_write_h5_existing_output(image_folder, tmp_path):
 def test_write_h5_leaves_nothing_on_error(image_folder, tmp_path, monkeypatch, exc):
     out = tmp_path / "t.h5"
     out.write_bytes(b"old")
-    real, calls = P.extract_patches, []
+    real, calls = cutting.extract_patches, []
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -236,18 +238,18 @@ def test_write_h5_leaves_nothing_on_error(image_folder, tmp_path, monkeypatch, e
             raise exc("boom")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(P, "extract_patches", failing)
+    monkeypatch.setattr(cutting, "extract_patches", failing)
     with pytest.raises(exc):
-        P.write_h5(str(out), list_images(image_folder), 3, force=True, progress=False)
+        W.write_h5(str(out), list_images(image_folder), 3, force=True, progress=False)
     assert out.read_bytes() == b"old"
     assert _leftovers(tmp_path) == ["t.h5"]
 
 
 def test_write_h5_bad_output_folder(image_folder, tmp_path):
     with pytest.raises(SRCNNError, match="folder does not exist"):
-        P.write_h5(str(tmp_path / "no" / "t.h5"), list_images(image_folder), 3, progress=False)
+        W.write_h5(str(tmp_path / "no" / "t.h5"), list_images(image_folder), 3, progress=False)
     with pytest.raises(SRCNNError, match="is a folder"):
-        P.write_h5(str(tmp_path), list_images(image_folder), 3, progress=False)
+        W.write_h5(str(tmp_path), list_images(image_folder), 3, progress=False)
 
 
 # --------------------------------------------------------------------------
@@ -298,7 +300,7 @@ def test_cli_errors(image_folder, tmp_path):
 @pytest.fixture
 def train_file(image_folder, tmp_path):
     out = str(tmp_path / "train.h5")
-    P.write_h5(out, list_images(image_folder), 3, progress=False)
+    W.write_h5(out, list_images(image_folder), 3, progress=False)
     return out
 
 

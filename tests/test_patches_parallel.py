@@ -21,7 +21,9 @@ from PIL import Image
 
 from srcnn_theano.errors import SRCNNError
 from srcnn_theano.image.io import list_images
+from srcnn_theano.patches import cutting
 from srcnn_theano.patches import store as P
+from srcnn_theano.patches import writer as W
 
 from conftest import REPO
 
@@ -65,8 +67,8 @@ def _assert_same(a, b):
 def test_two_workers_write_the_same_file_as_one(photos, tmp_path, options):
     paths = list_images(photos)
     one, two = str(tmp_path / "w1.h5"), str(tmp_path / "w2.h5")
-    s1 = P.write_h5(one, paths, 3, seed=5, progress=False, workers=1, **options)
-    s2 = P.write_h5(two, paths, 3, seed=5, progress=False, workers=2, **options)
+    s1 = W.write_h5(one, paths, 3, seed=5, progress=False, workers=1, **options)
+    s2 = W.write_h5(two, paths, 3, seed=5, progress=False, workers=2, **options)
     assert s1 == s2._replace(path=one)
     assert [n for n, _ in s1.skipped] == ["p3.png", "p8.png"]
     _assert_same(one, two)
@@ -76,17 +78,17 @@ def test_two_workers_write_the_same_file_as_one(photos, tmp_path, options):
 def test_every_way_of_shuffling_gives_the_same_file(photos, tmp_path, monkeypatch):
     paths = list_images(photos)
     ref = str(tmp_path / "ref.h5")
-    s = P.write_h5(ref, paths, 3, seed=2, progress=False)          # one block
+    s = W.write_h5(ref, paths, 3, seed=2, progress=False)          # one block
     row = 4 * (33 * 33 + 21 * 21)
     small = 2 * row * P.CHUNK_ROWS + 1                               # blocks of 128 patches
     assert s.count > 3 * P.CHUNK_ROWS
     out = str(tmp_path / "pagecache.h5")
-    P.write_h5(out, paths, 3, seed=2, progress=False, memory_budget=small, workers=2)
+    W.write_h5(out, paths, 3, seed=2, progress=False, memory_budget=small, workers=2)
     _assert_same(ref, out)
-    monkeypatch.setattr(P, "_page_cache_bytes", lambda: 0)          # as if far larger than RAM
+    monkeypatch.setattr(W, "_page_cache_bytes", lambda: 0)          # as if far larger than RAM
     for workers, drop in ((1, False), (2, False), (2, True)):
         out = str(tmp_path / f"buckets{workers}{drop}.h5")
-        P.write_h5(out, paths, 3, seed=2, progress=False, memory_budget=small, workers=workers,
+        W.write_h5(out, paths, 3, seed=2, progress=False, memory_budget=small, workers=workers,
                    drop_partial_chunk=drop)
         if not drop:
             _assert_same(ref, out)
@@ -109,11 +111,11 @@ def test_at_most_two_images_per_worker_in_flight(photos, monkeypatch):
 
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Counting)
     paths = list_images(photos) * 3
-    raw = P._RawPatches(P_SHAPES, [])
+    raw = cutting.RawPatches(P_SHAPES, [])
     folder = os.path.dirname(paths[0])
     shards = [{k: os.path.join(folder, f".tmp-test-{w}-{k}") for k in P_SHAPES} for w in range(2)]
     try:
-        cut = P._cut_all(paths, PARAMS, shards)
+        cut = cutting._cut_all(paths, PARAMS, shards)
         for result in cut:
             consumed.append(result)
             assert len(submitted) - len(consumed) <= 2 * 2 - 1 + 1
@@ -133,7 +135,7 @@ PARAMS = dict(scale=3, input_size=33, label_size=21, stride=14, channels="y", au
 
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
 def test_a_failing_worker_leaves_nothing(photos, tmp_path, monkeypatch, exc):
-    real, calls = P.extract_patches, []
+    real, calls = cutting.extract_patches, []
 
     def failing(*args, **kwargs):   # runs in the forked workers too
         calls.append(1)
@@ -141,17 +143,17 @@ def test_a_failing_worker_leaves_nothing(photos, tmp_path, monkeypatch, exc):
             raise exc("boom")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(P, "extract_patches", failing)
+    monkeypatch.setattr(cutting, "extract_patches", failing)
     out = tmp_path / "t.h5"
     with pytest.raises(exc):
-        P.write_h5(str(out), list_images(photos), 3, progress=False, workers=2)
+        W.write_h5(str(out), list_images(photos), 3, progress=False, workers=2)
     assert os.listdir(tmp_path) == []
     assert not any(n.startswith(".tmp") for n in os.listdir(photos))
 
 
 def test_monitor_sees_every_image(photos, tmp_path):
     seen = []
-    s = P.write_h5(str(tmp_path / "m.h5"), list_images(photos), 3, progress=False, workers=2,
+    s = W.write_h5(str(tmp_path / "m.h5"), list_images(photos), 3, progress=False, workers=2,
                    monitor=lambda done, patches: seen.append((done, patches)))
     assert [d for d, _ in seen] == list(range(1, 10))
     assert seen[-1][1] == s.count and all(a[1] <= b[1] for a, b in zip(seen, seen[1:]))
@@ -159,7 +161,7 @@ def test_monitor_sees_every_image(photos, tmp_path):
 
 def test_bad_worker_count(photos, tmp_path):
     with pytest.raises(SRCNNError, match="workers"):
-        P.write_h5(str(tmp_path / "x.h5"), list_images(photos), 3, progress=False, workers=0)
+        W.write_h5(str(tmp_path / "x.h5"), list_images(photos), 3, progress=False, workers=0)
 
 
 def test_cli_workers_option_gives_the_same_file(photos, tmp_path):
@@ -183,7 +185,7 @@ def test_cli_workers_option_gives_the_same_file(photos, tmp_path):
 @pytest.fixture(scope="module")
 def patch_file(photos, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("pf") / "train.h5")
-    P.write_h5(out, list_images(photos), 3, progress=False)
+    W.write_h5(out, list_images(photos), 3, progress=False)
     return out
 
 

@@ -20,7 +20,7 @@ from srcnn_theano import training
 from srcnn_theano.errors import SRCNNError
 from srcnn_theano.evaluation.datasets import SKIMAGE_HELD_OUT
 from srcnn_theano.patches.store import DEFAULT_MEMORY_BUDGET
-from srcnn_theano.patches.store import write_h5
+from srcnn_theano.patches.writer import write_h5
 from srcnn_theano.network.weights import load
 
 from conftest import ARCH_915, REPO, random_arrays

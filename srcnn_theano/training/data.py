@@ -4,7 +4,8 @@ import os
 from srcnn_theano.errors import SRCNNError
 from srcnn_theano.files import sha256_file
 from srcnn_theano.image.io import list_images
-from srcnn_theano.patches.store import open_h5, write_h5
+from srcnn_theano.patches.store import open_h5
+from srcnn_theano.patches.writer import write_h5
 from srcnn_theano.training.checkpoint import make_run_folder
 
 
