@@ -141,8 +141,8 @@ def _torch_python(requested):
         return None
 
 
-def theano_worker_cmd(python, args, impl):
-    return [python, os.path.join(HERE, "theano_worker.py"), "--size", str(args.size),
+def theano_worker_cmd(python, args, impl, repo=REPO):
+    return [python, os.path.join(repo, "benchmarks", "theano_worker.py"), "--size", str(args.size),
             "--batch", str(args.batch), "--patch", str(args.patch), "--warmup", str(args.warmup),
             "--impl", impl] + (["--tile", str(args.tile)] if args.tile else [])
 
@@ -168,6 +168,14 @@ def compare(args):
         else:
             label = f"theano-{impl}" + (f"[{flags}]" if flags else "")
         workers.append(Worker(label, theano_worker_cmd(theano_python, args, impl), wenv))
+    for repo in getattr(args, "baseline_repo", None) or []:
+        # Another checkout of the project (e.g. `git worktree add /tmp/base <commit>`),
+        # timed in the same run: a regression check of the network's speed.
+        benv = dict(os.environ)
+        benv["PYTHONPATH"] = os.path.abspath(repo) + os.pathsep + os.environ.get("PYTHONPATH", "")
+        workers.append(Worker(f"theano-gemm[{os.path.basename(os.path.abspath(repo))}]",
+                              theano_worker_cmd(theano_python, args, "gemm",
+                                                os.path.abspath(repo)), benv))
     tp = _torch_python(args.torch_python)
     if tp:
         tenv = dict(os.environ)
@@ -236,6 +244,8 @@ def main(argv=None):
     p.add_argument("--naive-baseline", action="store_true",
                    help="also time the unoptimised configuration (CorrMM graph, numpy's BLAS "
                         "through its C API, stock malloc)")
+    p.add_argument("--baseline-repo", action="append", default=[], metavar="DIR",
+                   help="also time the worker of another checkout of the project (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
