@@ -113,8 +113,11 @@ def _same_file(a, b):
 
 
 def pairs(args):
-    photos = make_photos(args.dir, args.images, args.size)
-    images = _subset(photos, args.images)
+    if args.folder:
+        images = args.folder
+        args.images = len([n for n in os.listdir(images) if not n.startswith(".")])
+    else:
+        images = _subset(make_photos(args.dir, args.images, args.size), args.images)
     tmp = tempfile.mkdtemp(prefix="srcnn_patchgen_", dir=args.tmp)
     out = {1: os.path.join(tmp, "w1.h5"), args.workers: os.path.join(tmp, f"w{args.workers}.h5")}
     times = {1: [], args.workers: []}
@@ -265,6 +268,7 @@ def main(argv=None):
     p.add_argument("--sample", type=float, default=0.5, help="course: seconds between samples")
     p.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "srcnn_synthetic_photos"),
                    help="where the synthetic photos are made (kept)")
+    p.add_argument("--folder", help="pairs: an existing folder of images instead (e.g. T91)")
     p.add_argument("--tmp", default=None, help="folder for the output files (default: temp)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
