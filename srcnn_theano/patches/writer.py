@@ -44,11 +44,11 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
     flight; each worker appends its images' patches to a scratch file of its
     own (no patch travels through a pipe) and the writer keeps, in image
     order, where each image's patches are. The shuffled copy into the final
-    datasets then goes block by block of the final order (about half of
-    ``memory_budget`` each): from memory when everything fits in half the
-    budget; from the scratch files, read sequentially, while they fit in the
-    page cache; beyond that through a bucket pass (one bucket per final
-    block), so that time stays linear and I/O sequential at any size.
+    datasets then goes block by block of the final order (at most half of
+    ``memory_budget`` each): gathered from the scratch files, read
+    sequentially, while they fit in the page cache; beyond that through a
+    bucket pass (one bucket per final block), so that time stays linear and
+    I/O sequential at any size (see :func:`_shuffled_copy`).
     Memory stays under about ``memory_budget`` plus the workers' images
     however many images there are (disk needs about twice the output size
     while writing). The file is the same, byte for byte in its datasets and
@@ -196,11 +196,18 @@ def _shuffled_copy(raw, final, order, memory_budget, progress, bucket_paths):
     row_bytes = sum(raw.row_bytes.values())
     block = max(CHUNK_ROWS, int(memory_budget) // 2 // row_bytes // CHUNK_ROWS * CHUNK_ROWS)
     block = min(block, -(-n // CHUNK_ROWS) * CHUNK_ROWS)
-    segment = max(1, int(memory_budget) // 4 // row_bytes)
+    # Reads go through a small buffer (16 MiB: fresh memory costs page faults,
+    # reading from the page cache is cheap); page-cache blocks are only as large
+    # as needed to read the shards at most 8 times.
+    segment = max(1, min(int(memory_budget) // 4, 16 << 20) // row_bytes)
+    bucketed = raw.count * row_bytes > _page_cache_bytes() // 2 and n > block
+    if not bucketed:
+        wanted_bytes = max(64 << 20, raw.count * row_bytes // 8)
+        block = min(block, max(CHUNK_ROWS, wanted_bytes // row_bytes // CHUNK_ROWS * CHUNK_ROWS))
     buffers = {k: np.empty((block,) + raw.shapes[k], np.float32) for k in names}
     with tqdm(total=n, desc="shuffle", unit="patch", disable=not progress,
               file=sys.stderr) as bar:
-        if raw.count * row_bytes > _page_cache_bytes() // 2 and n > block:
+        if bucketed:
             for start, rows in _bucket_blocks(raw, order, block, segment, bucket_paths, buffers):
                 for k in names:
                     outs[k][start:start + len(rows[k])] = rows[k]
