@@ -158,6 +158,9 @@ import json, sys, time
 from srcnn_theano.image.io import list_images
 from srcnn_theano.patches.writer import write_h5
 cfg = json.loads(sys.argv[1])
+if cfg['buckets']:   # as if the scratch files did not fit in the page cache
+    import srcnn_theano.patches.writer as W
+    W._page_cache_bytes = lambda: 0
 t0 = time.perf_counter()
 def monitor(done, patches):
     if done % cfg['every'] == 0 or done == cfg['images']:
@@ -177,7 +180,8 @@ def course(args):
     tmp = tempfile.mkdtemp(prefix="srcnn_patchgen_", dir=args.tmp)
     output = os.path.join(tmp, "big.h5")
     cfg = dict(images_dir=images, output=output, scale=args.scale, stride=args.stride,
-               workers=args.workers, images=args.images, every=max(1, args.images // 200))
+               workers=args.workers, images=args.images, every=max(1, args.images // 200),
+               buckets=args.buckets)
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     load = os.getloadavg()[0]
     proc = subprocess.Popen([sys.executable, "-c", _COURSE_CHILD, json.dumps(cfg)], cwd=REPO,
@@ -236,6 +240,7 @@ def course(args):
     total_s = end["t"]
     per_image = total_s / args.images
     result = {"images": args.images, "size": args.size, "stride": args.stride,
+              "buckets": args.buckets,
               "workers": args.workers, "patches": end["count"], "file_gb": size_gb,
               "extraction_s": extraction_end, "shuffle_s": total_s - extraction_end,
               "total_s": total_s, "course": rows, "shuffle_peak_rss_mib": max(shuffle_mem),
@@ -244,7 +249,7 @@ def course(args):
     print(f"{args.images} photos {args.size[0]}x{args.size[1]}, stride {args.stride}, "
           f"--workers {args.workers}: {end['count']} patches, {size_gb:.2f} GB, "
           f"{total_s:.0f} s ({extraction_end:.0f} s cutting, {total_s - extraction_end:.0f} s "
-          f"shuffling), load {load:.2f} before")
+          f"shuffling{', bucket pass' if args.buckets else ''}), load {load:.2f} before")
     print("\n| images | photos/s | peak RSS of writer + workers (MiB) |\n|---|---:|---:|")
     for r in rows:
         print(f"| {r['images']} | {r['images_per_s']:.0f} | {r['peak_rss_mib']:.0f} |")
@@ -268,6 +273,8 @@ def main(argv=None):
     p.add_argument("--sample", type=float, default=0.5, help="course: seconds between samples")
     p.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "srcnn_synthetic_photos"),
                    help="where the synthetic photos are made (kept)")
+    p.add_argument("--buckets", action="store_true",
+                   help="course: shuffle through the bucket pass, as for data beyond the RAM")
     p.add_argument("--folder", help="pairs: an existing folder of images instead (e.g. T91)")
     p.add_argument("--tmp", default=None, help="folder for the output files (default: temp)")
     p.add_argument("--json", action="store_true")

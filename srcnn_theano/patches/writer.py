@@ -201,7 +201,9 @@ def _shuffled_copy(raw, final, order, memory_budget, progress, bucket_paths):
     # as needed to read the shards at most 8 times.
     segment = max(1, min(int(memory_budget) // 4, 16 << 20) // row_bytes)
     bucketed = raw.count * row_bytes > _page_cache_bytes() // 2 and n > block
-    if not bucketed:
+    if bucketed:   # a block read from its bucket, and the same block in final order
+        block = max(CHUNK_ROWS, int(memory_budget) // 4 // row_bytes // CHUNK_ROWS * CHUNK_ROWS)
+    else:
         wanted_bytes = max(64 << 20, raw.count * row_bytes // 8)
         block = min(block, max(CHUNK_ROWS, wanted_bytes // row_bytes // CHUNK_ROWS * CHUNK_ROWS))
     buffers = {k: np.empty((block,) + raw.shapes[k], np.float32) for k in names}
