@@ -219,3 +219,14 @@ def test_streamed_batches_with_prefetch_are_the_serial_ones(patch_file):
         next(it)
         it.close()
         assert not any(t.name.startswith("srcnn-prefetch") for t in threading.enumerate())
+
+
+def test_a_failing_block_write_is_an_error_and_leaves_nothing(photos, tmp_path, monkeypatch):
+    def failing(self, start, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(W._BlockWriter, "_write", failing)
+    with pytest.raises(SRCNNError, match="cannot write .*No space left"):
+        W.write_h5(str(tmp_path / "t.h5"), list_images(photos), 3, progress=False, workers=2)
+    assert os.listdir(tmp_path) == []
+    assert not any(t.name.startswith("srcnn-h5write") for t in __import__("threading").enumerate())

@@ -187,6 +187,9 @@ def _shuffled_copy(raw, final, order, memory_budget, progress, bucket_paths):
       a bucket pass first reads the shards once and writes each row into
       the bucket of the final block it belongs to (``bucket_paths``), with
       the row's final position; then each bucket is read and put in order.
+
+    A thread writes each finished block to the datasets while the next one is
+    gathered (:class:`_BlockWriter`).
     """
     names = ("data", "label")
     n = len(order)
@@ -194,51 +197,102 @@ def _shuffled_copy(raw, final, order, memory_budget, progress, bucket_paths):
                                     chunks=(min(CHUNK_ROWS, n),) + raw.shapes[k])
             for k in names}
     row_bytes = sum(raw.row_bytes.values())
-    block = max(CHUNK_ROWS, int(memory_budget) // 2 // row_bytes // CHUNK_ROWS * CHUNK_ROWS)
+    # At most three blocks in memory (two taking turns with the writer thread, and
+    # the one read from a bucket): a quarter of the budget each.
+    block = max(CHUNK_ROWS, int(memory_budget) // 4 // row_bytes // CHUNK_ROWS * CHUNK_ROWS)
     block = min(block, -(-n // CHUNK_ROWS) * CHUNK_ROWS)
     # Reads go through a small buffer (16 MiB: fresh memory costs page faults,
     # reading from the page cache is cheap); page-cache blocks are only as large
     # as needed to read the shards at most 8 times.
     segment = max(1, min(int(memory_budget) // 4, 16 << 20) // row_bytes)
     bucketed = raw.count * row_bytes > _page_cache_bytes() // 2 and n > block
-    if bucketed:   # a block read from its bucket, and the same block in final order
-        block = max(CHUNK_ROWS, int(memory_budget) // 4 // row_bytes // CHUNK_ROWS * CHUNK_ROWS)
-    else:
+    if not bucketed:
         wanted_bytes = max(64 << 20, raw.count * row_bytes // 8)
         block = min(block, max(CHUNK_ROWS, wanted_bytes // row_bytes // CHUNK_ROWS * CHUNK_ROWS))
-    buffers = {k: np.empty((block,) + raw.shapes[k], np.float32) for k in names}
-    with tqdm(total=n, desc="shuffle", unit="patch", disable=not progress,
-              file=sys.stderr) as bar:
-        if bucketed:
-            for start, rows in _bucket_blocks(raw, order, block, segment, bucket_paths, buffers):
-                for k in names:
-                    outs[k][start:start + len(rows[k])] = rows[k]
-                bar.update(len(rows["data"]))
-            return
-        reads = {k: np.empty((min(segment, raw.count),) + raw.shapes[k], np.float32)
-                 for k in names}
-        for start in range(0, n, block):
-            wanted = order[start:start + block]
-            shard, pos = raw.locate(wanted)
-            for k in names:
-                out = buffers[k][:len(wanted)]
-                for s in np.unique(shard):
-                    mine = np.flatnonzero(shard == s)
-                    sorter = mine[np.argsort(pos[mine])]
-                    at = pos[sorter]
-                    total = raw.shard_rows(int(s))
-                    bounds = np.searchsorted(at, np.arange(0, total + segment, segment))
-                    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-                        if hi > lo:
-                            base = i * segment
-                            seg = raw.read(k, int(s), base, min(base + segment, total), reads[k])
-                            out[sorter[lo:hi]] = seg[at[lo:hi] - base]
-                outs[k][start:start + len(wanted)] = out
-            bar.update(len(wanted))
+    writer = _BlockWriter(outs, raw.shapes, block)
+    try:
+        with tqdm(total=n, desc="shuffle", unit="patch", disable=not progress,
+                  file=sys.stderr) as bar:
+            if bucketed:
+                reads = {k: np.empty((block,) + raw.shapes[k], np.float32) for k in names}
+                _bucket_blocks(raw, order, block, segment, bucket_paths, reads, writer, bar)
+            else:
+                _page_cache_blocks(raw, order, block, segment, writer, bar)
+        writer.close()
+    finally:
+        writer.abandon()
 
 
-def _bucket_blocks(raw, order, block, segment, bucket_paths, buffers):
-    """The bucket way of :func:`_shuffled_copy`: yield ``(start, {name: rows})`` per block."""
+class _BlockWriter:
+    """Writes blocks of the final order to the datasets from a thread (h5py releases the
+    GIL while it writes), so that the next block is gathered meanwhile; two sets of
+    buffers take turns."""
+
+    def __init__(self, outs, shapes, block):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.outs = outs
+        self.sets = [{k: np.empty((block,) + shapes[k], np.float32) for k in outs}
+                     for _ in range(2)]
+        self.pending = [None, None]
+        self.turn = 0
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="srcnn-h5write")
+
+    def buffers(self):
+        """The next free set of buffers (once its previous block is written)."""
+        done, self.pending[self.turn] = self.pending[self.turn], None
+        if done is not None:
+            done.result()
+        return self.sets[self.turn]
+
+    def write(self, start, rows):
+        """Write ``rows`` (views of the set :meth:`buffers` gave) at ``start``."""
+        self.pending[self.turn] = self.pool.submit(self._write, start, rows)
+        self.turn ^= 1
+
+    def _write(self, start, rows):
+        for k, a in rows.items():
+            self.outs[k][start:start + len(a)] = a
+
+    def close(self):
+        """Wait for the last writes; their errors are raised here."""
+        for i, f in enumerate(self.pending):
+            self.pending[i] = None
+            if f is not None:
+                f.result()
+
+    def abandon(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _page_cache_blocks(raw, order, block, segment, writer, bar):
+    """The page-cache way of :func:`_shuffled_copy`."""
+    reads = {k: np.empty((min(segment, raw.count),) + raw.shapes[k], np.float32)
+             for k in raw.shapes}
+    for start in range(0, len(order), block):
+        wanted = order[start:start + block]
+        shard, pos = raw.locate(wanted)
+        buffers, rows = writer.buffers(), {}
+        for k in raw.shapes:
+            out = buffers[k][:len(wanted)]
+            for s in np.unique(shard):
+                mine = np.flatnonzero(shard == s)
+                sorter = mine[np.argsort(pos[mine])]
+                at = pos[sorter]
+                total = raw.shard_rows(int(s))
+                bounds = np.searchsorted(at, np.arange(0, total + segment, segment))
+                for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+                    if hi > lo:
+                        base = i * segment
+                        seg = raw.read(k, int(s), base, min(base + segment, total), reads[k])
+                        out[sorter[lo:hi]] = seg[at[lo:hi] - base]
+            rows[k] = out
+        writer.write(start, rows)
+        bar.update(len(wanted))
+
+
+def _bucket_blocks(raw, order, block, segment, bucket_paths, buffers, writer, bar):
+    """The bucket way of :func:`_shuffled_copy`."""
     n = len(order)
     final_pos = np.full(raw.count, -1, dtype=np.int64)
     final_pos[order] = np.arange(n)
@@ -282,17 +336,17 @@ def _bucket_blocks(raw, order, block, segment, bucket_paths, buffers):
     for path in raw.shard_paths:          # the rows are all in the buckets now
         for p in path.values():
             os.truncate(p, 0)
-    permuted = {k: np.empty_like(b) for k, b in buffers.items()}
     for start in range(0, n, block):
         stop = min(start + block, n)
         dest = arrival[start:stop] - start
-        rows = {}
+        permuted, rows = writer.buffers(), {}
         for k in bucket_paths:
             got = read_rows(bucket_paths[k], raw.shapes[k], start, stop, buffers[k])
             out = permuted[k][:stop - start]
             out[dest] = got
             rows[k] = out
-        yield start, rows
+        writer.write(start, rows)
+        bar.update(stop - start)
 
 
 def _pwrite_all(fd, buf, offset):
