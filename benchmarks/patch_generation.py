@@ -127,6 +127,7 @@ def pairs(args):
             _run_timed(_cli(images, out[w], w, args.stride, args.scale))
         for r in range(args.repeats):
             for w in ((1, args.workers) if r % 2 == 0 else (args.workers, 1)):
+                os.remove(out[w])      # not timed: deleting the previous run's file
                 t, m = _run_timed(_cli(images, out[w], w, args.stride, args.scale))
                 times[w].append(t)
                 rss[w].append(m)
