@@ -94,7 +94,7 @@ def main(argv=None):
             src = os.path.join(tmp, "in.png")
             Image.fromarray((np.random.RandomState(0).rand(60, 80, 3) * 255).astype("uint8")).save(src)
             up = [sys.executable, "-m", "srcnn_theano", "upscale", src, "-o",
-                  os.path.join(tmp, "out.png"), "--weights", wpath, "--scale", "3"]
+                  os.path.join(tmp, "out.png"), "--weights", wpath, "--scale", "3", "--force"]
             shutil.rmtree(os.path.join(tmp, "theano"), ignore_errors=True)
             results["upscale_cold"] = run(up, env)
             results["upscale_warm"] = run(up, env)
