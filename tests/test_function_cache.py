@@ -48,6 +48,7 @@ def _key_versions(seed):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow   # two new processes that import Theano
 def test_module_cache_keys_are_versioned_and_the_same_in_every_process():
     a, b = _key_versions(1), _key_versions(2)
     assert {"Dot22", "DimShuffle"} <= set(a)
