@@ -169,7 +169,7 @@ def build_parser():
     up.add_argument("input", metavar="INPUT", help="an image file or a folder of images")
     up.add_argument("-o", "--output", required=True,
                     help="output file (format from its extension) or folder")
-    up.add_argument("--tile", type=int, help="low-resolution tile side (bounded memory; default 128)")
+    up.add_argument("--tile", type=int, help="low-resolution tile side (bounded memory; default 256)")
     up.add_argument("--quality", type=int, default=95,
                     help="JPEG/WebP quality 1..100 (default 95; JPEG with 4:4:4 chroma)")
     up.add_argument("--force", action="store_true",
