@@ -39,6 +39,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from timed_run import run_timed  # noqa: E402
 sys.path.insert(0, REPO)
 
 IMAGENET_IMAGES = 395_909   # the paper's ImageNet training set (ILSVRC 2013 detection train)
@@ -81,18 +83,8 @@ def _subset(folder, count):
 
 
 def _run_timed(cmd, env=None):
-    """Run ``cmd``; (wall seconds, peak RSS MiB of the process itself, its children's peak)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    """Wall seconds and peak RSS (MiB) of one command."""
+    return run_timed(cmd, REPO, env)
 
 
 def _cli(images, output, workers, stride, scale):
