@@ -28,6 +28,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+from compare_pytorch import _torch_python as torch_python  # noqa: E402
 from timed_run import run_timed  # noqa: E402
 
 
@@ -47,13 +48,11 @@ def run(cmd, env=None):
 
 
 def _torch_python(requested):
-    if requested:
-        return requested
-    try:
-        import torch  # noqa: F401
-        return sys.executable
-    except ImportError:
-        raise SystemExit("no torch in this interpreter: give --torch-python") from None
+    """The interpreter that runs the PyTorch script (compare_pytorch's rule); exit if none."""
+    python = torch_python(requested)
+    if python is None:
+        raise SystemExit("no torch in this interpreter: give --torch-python")
+    return python
 
 
 def main(argv=None):
