@@ -29,7 +29,8 @@ if __package__ in (None, ""):
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from srcnn_theano.commandline import ArgumentParser, add_pixel_limit_option, run_command  # noqa: E402
+from srcnn_theano.commandline import (ArgumentParser, add_pixel_limit_option, exit_process,
+                                      run_command)  # noqa: E402
 from srcnn_theano.errors import SRCNNError  # noqa: E402
 
 RECIPE = ("preset", "arch", "filters", "padding", "init", "init_std", "optimizer", "lr", "momentum",
@@ -225,4 +226,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -16,7 +16,8 @@ if __package__ in (None, ""):
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from srcnn_theano.commandline import ArgumentParser, add_pixel_limit_option, run_command  # noqa: E402
+from srcnn_theano.commandline import (ArgumentParser, add_pixel_limit_option, exit_process,
+                                      run_command)  # noqa: E402
 from srcnn_theano.errors import SRCNNError  # noqa: E402
 from srcnn_theano.image.io import list_images  # noqa: E402
 from srcnn_theano.patches.extract import CHANNELS  # noqa: E402
@@ -74,4 +75,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -1,5 +1,4 @@
-import sys
-
 from srcnn_theano.cli import main
+from srcnn_theano.commandline import exit_process
 
-sys.exit(main())
+exit_process(main())

@@ -4,9 +4,13 @@
 ``data_prep/generate_h5.py`` parse their arguments with :class:`ArgumentParser`
 and run through :func:`run_command`, so that a bad option or input prints
 ``error: ...`` on one line with exit status 2 (3 for a diverged training),
-and Ctrl-C exits with 130, never with a traceback.
+and Ctrl-C exits with 130, never with a traceback. Their ``__main__`` ends with
+:func:`exit_process`.
 """
 import argparse
+import atexit
+import logging
+import os
 import sys
 
 from srcnn_theano.errors import SRCNNError
@@ -63,3 +67,23 @@ def run_command(main, argv=None):
     except KeyboardInterrupt as e:
         print(str(e) or "interrupted", file=sys.stderr)
         return 130
+
+
+def exit_process(status):
+    """End a command-line process with ``status`` without the interpreter's teardown.
+
+    Freeing every module and object of a process that has loaded Theano takes
+    0.3-0.4 s, a fifth of upscaling one photo. By the time a command returns
+    its files are written, closed and renamed into place, so this runs the
+    ``atexit`` handlers, flushes logging and the standard streams, and leaves
+    with ``os._exit``. Only for a command line's ``__main__``, never inside a
+    library call.
+    """
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # a closed pipe (| head): nothing more to say
+            pass
+    os._exit(status)

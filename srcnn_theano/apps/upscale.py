@@ -13,22 +13,38 @@ image: it is enlarged by ``scale``, nothing is downscaled first.
 Memory stays bounded: the whole pipeline runs on tiles of the low-resolution
 image with enough margin for the bicubic kernel (2 pixels) and the network's
 receptive field, and keeps only each tile's centre, so the result equals the
-untiled one. Peak memory is the input, the output and a few tiles.
+untiled one. The output comes out one row of tiles at a time
+(:func:`upscale_bands`): a PNG is encoded by a thread while the next row is
+computed (:func:`srcnn_theano.image.io.image_writer`), so peak memory is the
+input, one band and a few tiles; :func:`upscale_image` assembles the array.
+
+Speed on a few cores: the numpy stages of several tiles (colour conversion,
+bicubic, rounding) run at once on threads, and the network runs on each in
+turn (a compiled Theano function holds the GIL, so it cannot overlap numpy
+work, but its single-threaded phases leave room for the PNG thread).
 """
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from srcnn_theano.errors import SRCNNError
 from srcnn_theano.files import check_outputs, same_file
-from srcnn_theano.image.io import DEFAULT_JPEG_QUALITY, expand_inputs, read_photo, write_image
+from srcnn_theano.image.io import DEFAULT_JPEG_QUALITY, expand_inputs, image_writer, read_photo
 from srcnn_theano.image.units import from_float, to_float
 from srcnn_theano.image.imresize import imresize
 from srcnn_theano.network.inference import Predictor
 from srcnn_theano.image.ycbcr import rgb2ycbcr, ycbcr2rgb
 
 LR_TILE = 256  #: low-resolution pixels per tile side (x2: the network's 512-pixel tile)
+#: OpenBLAS's idle threads spin for 2**28 cycles (0.1 s) before they sleep: after every
+#: network call one of them would take a core from the numpy threads and the PNG thread.
+#: 2**18 cycles (0.1 ms) instead: the whole command is ~10% faster (benchmarks/README.md).
+#: Read when OpenBLAS loads (with the first compiled function), so set on import; a
+#: value in the environment wins.
+OPENBLAS_THREAD_TIMEOUT = "18"
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_THREAD_TIMEOUT)
 
 
 def _to_planes(f):
@@ -47,32 +63,35 @@ def _from_planes(up, ndim):
         return up[..., 0]
     if up.shape[2] == 2:
         return up
-    rgb = ycbcr2rgb(up[..., :3])
+    rgb = ycbcr2rgb(up[..., :3], clip=False)  # from_float clips
     return np.concatenate([rgb, up[..., 3:]], axis=2) if up.shape[2] == 4 else rgb
 
 
-def _enlarge_planes(lr, scale, predictor, window=None):
-    """Float (h, w, C) low-res planes in [0, 1] -> enlarged float planes, SRCNN on plane 0.
+def _enlarge(lr, scale, window, border):
+    """Bicubic stage of one tile: float (h, w, C) low-res planes in [0, 1] -> what the
+    network needs and what it completes.
 
-    Plane 0 is Y (or gray); the others (Cb, Cr, alpha) are bicubic only.
-    ``window = (y0, y1, x0, x1)`` in the (h*s, w*s) enlargement: only that
-    part is returned, and the network runs on it plus ``border`` pixels of
-    context on each side (as far as the tile reaches), which is all it reads.
+    ``window = (y0, y1, x0, x1)`` is the part of the (h*s, w*s) enlargement
+    that is kept; the network reads it plus ``border`` pixels of context on
+    each side (as far as the tile reaches).
+
+    Returns
+    -------
+    keep : float64 (y1-y0, x1-x0, C), the bicubic planes of the window
+    context : float32 (H', W'), C-contiguous: plane 0 (Y or gray) of the window and its context
+    offset : (int, int), where the window starts in ``context``
     """
     up = imresize(lr, scale)
     up = up.reshape(up.shape[0], up.shape[1], -1)
     hh, ww = up.shape[:2]
-    y0, y1, x0, x1 = window or (0, hh, 0, ww)
-    b = predictor.model.border
-    cy0, cy1, cx0, cx1 = max(y0 - b, 0), min(y1 + b, hh), max(x0 - b, 0), min(x1 + b, ww)
-    y = predictor(up[cy0:cy1, cx0:cx1, 0])
-    keep = up[y0:y1, x0:x1]
-    keep[..., 0] = y[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
-    return keep
+    y0, y1, x0, x1 = window
+    cy0, cy1, cx0, cx1 = max(y0 - border, 0), min(y1 + border, hh), max(x0 - border, 0), min(x1 + border, ww)
+    context = np.ascontiguousarray(up[cy0:cy1, cx0:cx1, 0], dtype=np.float32)
+    return up[y0:y1, x0:x1], context, (y0 - cy0, x0 - cx0)
 
 
 def tiles(h, w, tile, margin):
-    """Low-res tiles covering (h, w): ``(y0, y1, x0, x1, top, left, bh, bw)``.
+    """Low-res tiles covering (h, w): ``(y0, y1, x0, x1, top, left, bh, bw)``, row by row.
 
     ``[y0:y1, x0:x1]`` is the tile with its margin (clipped to the image);
     ``[top:top + bh, left:left + bw]`` is the part it is responsible for.
@@ -85,22 +104,63 @@ def tiles(h, w, tile, margin):
                    top, left, min(tile, h - top), min(tile, w - left))
 
 
-def _upscale_tiles(src, scale, predictor, tile, prepare, finish, out):
-    """The pipeline, tile by tile, into ``out`` (h*scale, w*scale[, C]).
+def default_threads():
+    """Threads for the numpy stages: the cores this process may use, at most 4 (more
+    tiles in memory at once for little gain)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
 
-    ``prepare(src_tile)`` gives float planes (Y/gray first); ``finish(up)``
-    maps the enlarged planes to ``out``'s dtype and channels.
+
+def _upscale_bands(src, scale, predictor, tile, prepare, finish, dtype, threads=None):
+    """The pipeline, one row of tiles at a time: yields the output's bands of rows,
+    ``(bh * scale, w * scale[, C])`` of ``dtype``, top to bottom.
+
+    ``prepare(src_tile)`` gives float planes (Y/gray first); ``finish(keep)``
+    maps the enlarged planes to ``dtype`` and the output's channels. The
+    numpy stages (prepare, bicubic, finish) of ``threads`` tiles run at once
+    on a thread pool (numpy releases the GIL); the network runs on them one
+    after the other in this thread, since a compiled Theano function holds
+    the GIL for the whole call.
     """
     h, w = src.shape[:2]
+    border = predictor.model.border
     # LR margin: the bicubic kernel's reach (2 pixels, 3 to be safe) beyond the
     # network's context of `border` HR pixels around the part that is kept.
-    margin = 3 + math.ceil(predictor.model.border / scale)
-    for y0, y1, x0, x1, top, left, bh, bw in tiles(h, w, tile, margin):
+    margin = 3 + math.ceil(border / scale)
+    threads = threads or default_threads()
+    grid = list(tiles(h, w, tile, margin))
+    channels = () if src.ndim == 2 else src.shape[2:]
+
+    def enlarge(t):
+        y0, y1, x0, x1, top, left, bh, bw = t
         oy, ox = (top - y0) * scale, (left - x0) * scale
-        up = _enlarge_planes(prepare(src[y0:y1, x0:x1]), scale, predictor,
-                             (oy, oy + bh * scale, ox, ox + bw * scale))
-        out[top * scale:(top + bh) * scale, left * scale:(left + bw) * scale] = finish(up)
-    return out
+        return _enlarge(prepare(src[y0:y1, x0:x1]), scale,
+                        (oy, oy + bh * scale, ox, ox + bw * scale), border)
+
+    def complete(t, staged, y, band):
+        keep, _, (oy, ox) = staged
+        _, _, _, _, _, left, bh, bw = t
+        keep[..., 0] = y[oy:oy + bh * scale, ox:ox + bw * scale]
+        done, part = finish(keep), band[:, left * scale:(left + bw) * scale]
+        if done.ndim == 2:
+            part[...] = done
+        for c in range(done.shape[2] if done.ndim == 3 else 0):
+            part[..., c] = done[..., c]   # plane by plane: numpy copies long rows
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="srcnn-upscale") as pool:
+        for top in sorted({t[4] for t in grid}):
+            row = [t for t in grid if t[4] == top]
+            band = np.empty((row[0][6] * scale, w * scale) + channels, dtype)
+            for i in range(0, len(row), threads):
+                group = row[i:i + threads]
+                staged = list(pool.map(enlarge, group))
+                ys = [predictor(s[1]) for s in staged]
+                for f in [pool.submit(complete, t, s, y, band) for t, s, y in zip(group, staged, ys)]:
+                    f.result()
+            yield band
 
 
 def upscale_float(planes, scale, predictor, tile=LR_TILE):
@@ -109,13 +169,40 @@ def upscale_float(planes, scale, predictor, tile=LR_TILE):
     Returns (h*scale, w*scale, C) float64, not clipped; with ``tile=None``
     in one piece. Used to check that tiling changes nothing.
     """
-    h, w, c = planes.shape
-    out = np.empty((h * scale, w * scale, c))
     same = lambda a: a  # noqa: E731
-    return _upscale_tiles(planes, scale, predictor, tile, same, same, out)
+    return np.concatenate(list(_upscale_bands(planes, scale, predictor, tile, same, same,
+                                              np.float64)))
 
 
-def upscale_image(image, scale, predictor, tile=LR_TILE):
+def _check_image(image):
+    """The array :func:`upscale_bands` accepts, (h, w) for (h, w, 1)."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 3 and image.shape[2] not in (2, 3, 4):
+        raise SRCNNError(f"unsupported channel count {image.shape[2]}")
+    if min(image.shape[:2]) < 2:
+        raise SRCNNError(f"image {image.shape[1]}x{image.shape[0]} is too small to upscale")
+    return image
+
+
+def upscale_bands(image, scale, predictor, tile=LR_TILE, threads=None):
+    """Enlarge an image by an integer ``scale``, band by band (see :func:`upscale_image`).
+
+    Yields
+    ------
+    ndarray, same dtype and channel count as ``image``
+        The next ``tile * scale`` rows (fewer at the bottom) of the
+        enlargement, ``(rows, w * scale[, C])``, top to bottom; only one
+        band and ``threads`` tiles' float buffers are in memory at a time.
+    """
+    image = _check_image(image)
+    return _upscale_bands(image, scale, predictor, tile,
+                          lambda t: _to_planes(to_float(t)),
+                          lambda keep: from_float(_from_planes(keep, image.ndim), image.dtype),
+                          image.dtype, threads)
+
+
+def upscale_image(image, scale, predictor, tile=LR_TILE, threads=None):
     """Enlarge an image by an integer ``scale``.
 
     Parameters
@@ -125,23 +212,22 @@ def upscale_image(image, scale, predictor, tile=LR_TILE):
     predictor : srcnn_theano.network.inference.Predictor
     tile : int or None
         Low-resolution tile side; ``None`` processes the image at once.
-        Only the output image and one tile's float buffers are in memory.
+        Only the output image and a few tiles' float buffers are in memory.
+    threads : int or None
+        Tiles whose numpy stages run at once (:func:`default_threads`).
 
     Returns
     -------
     ndarray, same dtype and channel count, (h * scale, w * scale[, C])
     """
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.ndim == 3 and image.shape[2] not in (2, 3, 4):
-        raise SRCNNError(f"unsupported channel count {image.shape[2]}")
-    if min(image.shape[:2]) < 2:
-        raise SRCNNError(f"image {image.shape[1]}x{image.shape[0]} is too small to upscale")
-    h, w = image.shape[:2]
-    out = np.empty((h * scale, w * scale) + image.shape[2:], dtype=image.dtype)
-    return _upscale_tiles(image, scale, predictor, tile,
-                          lambda t: _to_planes(to_float(t)),
-                          lambda up: from_float(_from_planes(up, image.ndim), image.dtype), out)
+    image = _check_image(image)
+    out = np.empty((image.shape[0] * scale, image.shape[1] * scale) + image.shape[2:],
+                   dtype=image.dtype)
+    top = 0
+    for band in upscale_bands(image, scale, predictor, tile, threads):
+        out[top:top + len(band)] = band
+        top += len(band)
+    return out
 
 
 def output_paths(inputs, output, force=False):
@@ -197,7 +283,11 @@ def upscale_files(pairs, scale, weights, tile=LR_TILE, progress=True, quality=DE
     for src, dst in it:
         try:
             image, metadata = read_photo(src)
-            write_image(dst, upscale_image(image, scale, predictor, tile), metadata, quality)
+            image = _check_image(image)
+            shape = (image.shape[0] * scale, image.shape[1] * scale) + image.shape[2:]
+            with image_writer(dst, shape, image.dtype, metadata, quality) as write:
+                for band in upscale_bands(image, scale, predictor, tile):
+                    write(band)
         except SRCNNError as e:
             failed.append((src, str(e)))
     return failed

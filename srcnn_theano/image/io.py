@@ -13,8 +13,8 @@ Real photographs
   colour profile and the EXIF block. :func:`write_image` writes the ICC
   profile into PNG, JPEG, TIFF and WebP outputs, and the EXIF into PNG,
   JPEG and WebP ones, with its pixel-size fields set to the output's size
-  and no orientation tag. Other formats, and 16-bit colour (written by
-  OpenCV), get no metadata.
+  and no orientation tag. Other formats, and 16-bit colour TIFF (written
+  by OpenCV), get no metadata.
 * Animated GIFs, multi-page TIFFs and the like: the first frame is used,
   with a ``note:`` on stderr.
 * JPEG is written at quality :data:`DEFAULT_JPEG_QUALITY` (95) with 4:4:4
@@ -30,8 +30,11 @@ header, before anything is decoded; ``--max-pixels`` on every command line
 decompression-bomb check is replaced by this one.
 
 Writing is atomic (:mod:`srcnn_theano.files`): the file appears complete
-under its name or not at all.
+under its name or not at all. PNG files are encoded by
+:mod:`srcnn_theano.image.png` (also from bands of rows, :func:`image_writer`),
+every other format by Pillow.
 """
+import contextlib
 import os
 import sys
 import warnings
@@ -41,12 +44,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.files import atomic_output, atomic_write_bytes
+from srcnn_theano.files import atomic_output
+from srcnn_theano.image.png import PNGWriter
 
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
 DEFAULT_PIXEL_LIMIT = 100_000_000
 DEFAULT_JPEG_QUALITY = 95
-PNG_COMPRESS_LEVEL = 1  #: zlib level of PNG outputs: 1 encodes 3.4x faster than 6 for ~14% more bytes (README, Speed)
 _ICC_FORMATS = ("PNG", "JPEG", "TIFF", "WEBP")
 _EXIF_FORMATS = ("PNG", "JPEG", "WEBP")
 _pixel_limit = DEFAULT_PIXEL_LIMIT
@@ -189,17 +192,53 @@ def write_image(path, arr, metadata=None, quality=DEFAULT_JPEG_QUALITY):
     ----------
     path : str
     arr : ndarray, uint8 or uint16, (H, W), (H, W, 2) or (H, W, 3|4)
+    metadata, quality
+        As for :func:`image_writer`.
+
+    Raises
+    ------
+    SRCNNError
+        As :func:`image_writer`.
+    """
+    with image_writer(path, arr.shape, arr.dtype, metadata, quality) as write:
+        write(arr)
+
+
+@contextlib.contextmanager
+def image_writer(path, shape, dtype, metadata=None, quality=DEFAULT_JPEG_QUALITY):
+    """Write an image given as bands of rows, top to bottom; yields ``write(rows)``.
+
+    PNG is encoded while the bands come (:class:`srcnn_theano.image.png.PNGWriter`,
+    compressed by a thread), so a caller that computes the image band by
+    band never holds all of it; other formats are collected into one array
+    and saved by Pillow when the block ends. Everything that can be checked
+    is checked here, before the first band. The file appears (atomically)
+    only if the block ends normally with every row written.
+
+    Parameters
+    ----------
+    path : str
+    shape : tuple
+        The whole image's shape: (H, W), (H, W, 2) or (H, W, 3|4).
+    dtype : numpy dtype
+        ``uint8`` or ``uint16``.
     metadata : Metadata or None
         ICC profile and EXIF to carry (see the module docstring for which
-        formats hold them); EXIF size fields are set to ``arr``'s size.
+        formats hold them); EXIF size fields are set to the image's size.
     quality : int
         JPEG / WebP quality, 1..100; JPEG is written with 4:4:4 chroma.
+
+    Yields
+    ------
+    write : callable
+        ``write(rows)``: the next rows, ``(n, W[, C])`` of ``dtype``.
 
     Raises
     ------
     SRCNNError
         Unknown extension; a format that cannot hold the image (JPEG with
-        alpha, 16 bits other than PNG/TIFF) rather than silently changing it.
+        alpha, 16 bits other than PNG/TIFF) rather than silently changing it;
+        writing failed.
     """
     ext = os.path.splitext(path)[1].lower()
     if not ext:
@@ -209,15 +248,44 @@ def write_image(path, arr, metadata=None, quality=DEFAULT_JPEG_QUALITY):
         raise SRCNNError(f"unknown image extension {ext}: {path}")
     if not 1 <= int(quality) <= 100:
         raise SRCNNError(f"--quality must be in 1..100, not {quality}")
-    alpha = arr.ndim == 3 and arr.shape[2] in (2, 4)
+    shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+    alpha = len(shape) == 3 and shape[2] in (2, 4)
     if fmt == "JPEG" and alpha:
         raise SRCNNError(f"JPEG cannot store an alpha channel: {path}")
-    if arr.dtype == np.uint16:
-        if fmt not in ("PNG", "TIFF"):
-            raise SRCNNError(f"16-bit images can only be written as PNG or TIFF, not {ext}: {path}")
-        if arr.ndim == 3:
-            atomic_write_bytes(path, _encode_cv2_16bit(path, arr))
+    if dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
+        raise SRCNNError(f"16-bit images can only be written as PNG or TIFF, not {ext}: {path}")
+    icc = exif = None
+    if metadata is not None:
+        if metadata.icc_profile and fmt in _ICC_FORMATS:
+            icc = metadata.icc_profile
+        if metadata.exif is not None and fmt in _EXIF_FORMATS:
+            exif = _exif_for(metadata.exif, shape[1], shape[0])
+    with atomic_output(path, suffix=ext) as tmp:
+        if fmt == "PNG":
+            with open(tmp, "wb") as f, PNGWriter(f, shape, dtype, icc, exif) as png:
+                yield png.write
             return
+        arr = np.empty(shape, dtype)
+        filled = 0
+
+        def write(rows):
+            nonlocal filled
+            arr[filled:filled + len(rows)] = rows
+            filled += len(rows)
+
+        yield write
+        if filled != shape[0]:
+            raise ValueError(f"{filled} of the image's {shape[0]} rows written")
+        _save_with_pillow(path, tmp, arr, fmt, quality, icc, exif)
+
+
+def _save_with_pillow(path, tmp, arr, fmt, quality, icc, exif):
+    """Formats other than PNG: Pillow (16-bit colour TIFF: OpenCV, without metadata)."""
+    if arr.dtype == np.uint16 and arr.ndim == 3:
+        with open(tmp, "wb") as f:
+            f.write(_encode_cv2_16bit(path, arr))
+        return
+    if arr.dtype == np.uint16:
         im = Image.fromarray(arr, mode="I;16")
     else:
         im = Image.fromarray(arr, mode="LA" if arr.ndim == 3 and arr.shape[2] == 2 else None)
@@ -226,18 +294,14 @@ def write_image(path, arr, metadata=None, quality=DEFAULT_JPEG_QUALITY):
         options.update(quality=int(quality), subsampling=0)
     elif fmt == "WEBP":
         options.update(quality=int(quality))
-    elif fmt == "PNG":
-        options.update(compress_level=PNG_COMPRESS_LEVEL)
-    if metadata is not None:
-        if metadata.icc_profile and fmt in _ICC_FORMATS:
-            options["icc_profile"] = metadata.icc_profile
-        if metadata.exif is not None and fmt in _EXIF_FORMATS:
-            options["exif"] = _exif_for(metadata.exif, arr.shape[1], arr.shape[0])
-    with atomic_output(path, suffix=ext) as tmp:
-        try:
-            im.save(tmp, format=fmt, **options)
-        except (ValueError, TypeError, KeyError) as e:
-            raise SRCNNError(f"cannot write {path} as {fmt}: {e}") from None
+    if icc:
+        options["icc_profile"] = icc
+    if exif:
+        options["exif"] = exif
+    try:
+        im.save(tmp, format=fmt, **options)
+    except (ValueError, TypeError, KeyError) as e:
+        raise SRCNNError(f"cannot write {path} as {fmt}: {e}") from None
 
 
 def _exif_for(exif, width, height):
@@ -255,7 +319,7 @@ def _exif_for(exif, width, height):
 
 
 def _encode_cv2_16bit(path, arr):
-    """16-bit colour encoded by OpenCV (Pillow cannot write 16-bit RGB)."""
+    """16-bit colour TIFF encoded by OpenCV (Pillow cannot write 16-bit RGB)."""
     import cv2
 
     bgr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]
