@@ -18,11 +18,13 @@ untiled one. The output comes out one row of tiles at a time
 computed (:func:`srcnn_theano.image.io.image_writer`), so peak memory is the
 input, one band and a few tiles; :func:`upscale_image` assembles the array.
 
-Speed on a few cores: the numpy stages of several tiles (colour conversion,
-bicubic, rounding) run at once on threads, and the network runs on each in
-turn (a compiled Theano function holds the GIL, so it cannot overlap numpy
-work, but its single-threaded phases leave room for the PNG thread).
+Speed on a few cores: the network runs on one tile after another while
+threads prepare the next tiles (colour conversion, bicubic) and finish the
+last ones (back to RGB, rounding): numpy, the network's own shift loops and
+the PNG encoder all release the GIL, so this work fills the core that the
+network's single-threaded phases leave idle.
 """
+import collections
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -105,25 +107,27 @@ def tiles(h, w, tile, margin):
 
 
 def default_threads():
-    """Threads for the numpy stages: the cores this process may use, at most 4 (more
-    tiles in memory at once for little gain)."""
+    """Helper threads for the numpy stages: one less than the cores this process may use,
+    between 1 and 2. On the CPU one keeps up with the network (a tile's numpy work is a
+    third of the network's single-threaded time); each more holds a few tiles' buffers."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return max(1, min(2, cores - 1))
 
 
 def _upscale_bands(src, scale, predictor, tile, prepare, finish, dtype, threads=None):
-    """The pipeline, one row of tiles at a time: yields the output's bands of rows,
-    ``(bh * scale, w * scale[, C])`` of ``dtype``, top to bottom.
+    """The pipeline, tile by tile: yields the output's bands of rows (one per row of
+    tiles), ``(bh * scale, w * scale[, C])`` of ``dtype``, top to bottom.
 
     ``prepare(src_tile)`` gives float planes (Y/gray first); ``finish(keep)``
     maps the enlarged planes to ``dtype`` and the output's channels. The
-    numpy stages (prepare, bicubic, finish) of ``threads`` tiles run at once
-    on a thread pool (numpy releases the GIL); the network runs on them one
-    after the other in this thread, since a compiled Theano function holds
-    the GIL for the whole call.
+    network runs on the tiles in order, in this thread; the numpy stages
+    (prepare and bicubic of the next ``threads`` tiles, finishing the ones
+    done) run meanwhile on a thread pool: numpy and the network's shift
+    loops (:mod:`srcnn_theano.network.conv_ops`) release the GIL, so they
+    use the core the network's single-threaded phases leave idle.
     """
     h, w = src.shape[:2]
     border = predictor.model.border
@@ -151,16 +155,21 @@ def _upscale_bands(src, scale, predictor, tile, prepare, finish, dtype, threads=
             part[..., c] = done[..., c]   # plane by plane: numpy copies long rows
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="srcnn-upscale") as pool:
-        for top in sorted({t[4] for t in grid}):
-            row = [t for t in grid if t[4] == top]
-            band = np.empty((row[0][6] * scale, w * scale) + channels, dtype)
-            for i in range(0, len(row), threads):
-                group = row[i:i + threads]
-                staged = list(pool.map(enlarge, group))
-                ys = [predictor(s[1]) for s in staged]
-                for f in [pool.submit(complete, t, s, y, band) for t, s, y in zip(group, staged, ys)]:
+        staged = collections.deque(pool.submit(enlarge, t) for t in grid[:threads])
+        band, completing = None, []
+        for i, t in enumerate(grid):
+            if band is None:
+                band = np.empty((t[6] * scale, w * scale) + channels, dtype)
+            tile_stages = staged.popleft().result()
+            if i + threads < len(grid):
+                staged.append(pool.submit(enlarge, grid[i + threads]))
+            y = predictor(tile_stages[1])
+            completing.append(pool.submit(complete, t, tile_stages, y, band))
+            if i + 1 == len(grid) or grid[i + 1][4] != t[4]:   # the row of tiles is done
+                for f in completing:
                     f.result()
-            yield band
+                yield band
+                band, completing = None, []
 
 
 def upscale_float(planes, scale, predictor, tile=LR_TILE):
@@ -192,8 +201,8 @@ def upscale_bands(image, scale, predictor, tile=LR_TILE, threads=None):
     ------
     ndarray, same dtype and channel count as ``image``
         The next ``tile * scale`` rows (fewer at the bottom) of the
-        enlargement, ``(rows, w * scale[, C])``, top to bottom; only one
-        band and ``threads`` tiles' float buffers are in memory at a time.
+        enlargement, ``(rows, w * scale[, C])``, top to bottom; only a band
+        or two and a few tiles' float buffers are in memory at a time.
     """
     image = _check_image(image)
     return _upscale_bands(image, scale, predictor, tile,
@@ -214,7 +223,7 @@ def upscale_image(image, scale, predictor, tile=LR_TILE, threads=None):
         Low-resolution tile side; ``None`` processes the image at once.
         Only the output image and a few tiles' float buffers are in memory.
     threads : int or None
-        Tiles whose numpy stages run at once (:func:`default_threads`).
+        Helper threads for the numpy stages (:func:`default_threads`).
 
     Returns
     -------

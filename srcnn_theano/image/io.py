@@ -145,10 +145,10 @@ def read_photo(path):
                     print(f"note: {path} has {frames} frames; using the first", file=sys.stderr)
                 im.load()
                 icc = im.info.get("icc_profile") or None
-                upright = ImageOps.exif_transpose(im)
-                exif = upright.getexif()
+                ImageOps.exif_transpose(im, in_place=True)   # no copy of an upright image
+                exif = im.getexif()
                 exif.pop(0x0112, None)  # orientation: applied
-                arr = _to_array(upright, path)
+                arr = _to_array(im, path)
     except SRCNNError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, KeyError,

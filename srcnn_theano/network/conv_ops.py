@@ -18,7 +18,10 @@ Each is the other's adjoint (with ``pad -> k - 1 - pad`` and ``flip``
 toggled), which gives their gradients. One node each replaces the dozens of
 Subtensor/Join/IncSubtensor nodes the same computation takes in plain
 Theano: the function compiles and loads faster (warm start) and runs
-tight C loops. The C code is cached by Theano like any op's.
+tight C loops. The C code is cached by Theano like any op's. The loops
+release the GIL (they touch no Python object): while a compiled function
+is in them, the single-threaded part of a call, other Python threads run
+(``upscale`` prepares and finishes neighbouring tiles meanwhile).
 """
 import numpy as np
 
@@ -137,7 +140,7 @@ class ShiftStack(_ShiftOp):
         return [ShiftSum(k, k - 1 - self.pad, not self.flip)(g)]
 
     def c_code_cache_version(self):
-        return (1,)
+        return (2,)
 
     def c_code(self, node, name, inputs, outputs, sub):
         (x,), (out,) = inputs, outputs
@@ -149,6 +152,7 @@ class ShiftStack(_ShiftOp):
         {{
             const {dtype}* xd_ = ({dtype}*)PyArray_DATA({x});
             {dtype}* od_ = ({dtype}*)PyArray_DATA({out});
+            Py_BEGIN_ALLOW_THREADS  /* plain memory work: other Python threads may run */
             for (npy_intp c = 0; c < R_; ++c)
             for (npy_intp t = 0; t < K_ * K_; ++t) {{
                 npy_intp dy = t / K_, dx = t % K_;
@@ -178,6 +182,7 @@ class ShiftStack(_ShiftOp):
                 {dtype}* ones_ = od_ + R_ * K_ * K_ * N_ * Ho_ * Wo_;
                 for (npy_intp i = 0; i < N_ * Ho_ * Wo_; ++i) ones_[i] = 1;
             }}
+            Py_END_ALLOW_THREADS
         }}
         }}"""
 
@@ -226,7 +231,7 @@ class ShiftSum(_ShiftOp):
         return [ShiftStack(self.k, self.k - 1 - self.pad, not self.flip, False)(g)]
 
     def c_code_cache_version(self):
-        return (1,)
+        return (2,)
 
     def c_code(self, node, name, inputs, outputs, sub):
         (z,), (out,) = inputs, outputs
@@ -243,6 +248,7 @@ class ShiftSum(_ShiftOp):
         {{
             const {dtype}* zd_ = ({dtype}*)PyArray_DATA({z});
             {dtype}* od_ = ({dtype}*)PyArray_DATA({out});
+            Py_BEGIN_ALLOW_THREADS  /* plain memory work: other Python threads may run */
             for (npy_intp o = 0; o < O_; ++o)
             for (npy_intp n = 0; n < N_; ++n)
             for (npy_intp y = 0; y < Ho_; ++y) {{
@@ -263,5 +269,6 @@ class ShiftSum(_ShiftOp):
                     }}
                 }}
             }}
+            Py_END_ALLOW_THREADS
         }}
         }}"""
