@@ -82,20 +82,32 @@ def _worker_init(counter, shard_paths, params):
     _WORKER.update(index=index, shard=_Shard(shard_paths[index]), params=params)
 
 
-def _worker_cut(path):
-    """In a worker: cut one image into the worker's shard; return
+def _worker_cut(paths):
+    """In a worker: cut a run of images into the worker's shard; return for each
     ``(name, digest, shard index, first row, rows)`` or ``(name, None, reason, 0, 0)``."""
-    name, digest, data, label = _cut_image(path, _WORKER["params"])
-    if digest is None:
-        return name, None, data, 0, 0
-    first = _WORKER["shard"].append(data, label)
-    return name, digest, _WORKER["index"], first, len(data)
+    results = []
+    for path in paths:
+        name, digest, data, label = _cut_image(path, _WORKER["params"])
+        if digest is None:
+            results.append((name, None, data, 0, 0))
+        else:
+            first = _WORKER["shard"].append(data, label)
+            results.append((name, digest, _WORKER["index"], first, len(data)))
+    return results
+
+
+def _runs(image_paths, workers, most=8):
+    """The images in runs of consecutive ones, one run per task: up to ``most`` images,
+    fewer for short lists (at least 16 runs per worker), so that the parent's work per
+    task (a few hundred microseconds) is spread over several images."""
+    size = max(1, min(most, len(image_paths) // (16 * workers)))
+    return [image_paths[i:i + size] for i in range(0, len(image_paths), size)]
 
 
 def _cut_all(image_paths, params, shard_paths):
     """Cut every image, yielding ``(name, digest or None, shard, first row, rows | reason)``
     in image order; one worker process per shard (none for one shard), at most two
-    images in flight per worker."""
+    runs of images (:func:`_runs`) in flight per worker."""
     if len(shard_paths) == 1:
         shard = _Shard(shard_paths[0])
         try:
@@ -120,18 +132,18 @@ def _cut_all(image_paths, params, shard_paths):
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                initargs=(counter, shard_paths, params))
     pending = collections.deque()
-    paths = iter(image_paths)
+    runs = iter(_runs(list(image_paths), workers))
     try:
-        for path in paths:
-            pending.append(pool.submit(_worker_cut, path))
+        for run in runs:
+            pending.append(pool.submit(_worker_cut, run))
             if len(pending) >= 2 * workers:
                 break
         while pending:
-            result = pending.popleft().result()
-            path = next(paths, None)
-            if path is not None:
-                pending.append(pool.submit(_worker_cut, path))
-            yield result
+            results = pending.popleft().result()
+            run = next(runs, None)
+            if run is not None:
+                pending.append(pool.submit(_worker_cut, run))
+            yield from results
     finally:
         for f in pending:
             f.cancel()
@@ -230,3 +242,12 @@ def read_rows(path, shape, start, stop, out=None):
                 raise OSError(f"{path}: file shorter than expected")
             got += k
     return out[:n]
+
+
+def map_rows(path, shape):
+    """The rows of a flat float32 file of rows of ``shape``, memory-mapped read-only:
+    ``(n, *shape)`` (pages of the page cache, no copy); unmapped when the array goes."""
+    rows = os.path.getsize(path) // (4 * int(np.prod(shape)))
+    if rows == 0:
+        return np.empty((0,) + tuple(shape), np.float32)
+    return np.memmap(path, np.float32, mode="r", shape=(rows,) + tuple(shape))
