@@ -242,12 +242,3 @@ def read_rows(path, shape, start, stop, out=None):
                 raise OSError(f"{path}: file shorter than expected")
             got += k
     return out[:n]
-
-
-def map_rows(path, shape):
-    """The rows of a flat float32 file of rows of ``shape``, memory-mapped read-only:
-    ``(n, *shape)`` (pages of the page cache, no copy); unmapped when the array goes."""
-    rows = os.path.getsize(path) // (4 * int(np.prod(shape)))
-    if rows == 0:
-        return np.empty((0,) + tuple(shape), np.float32)
-    return np.memmap(path, np.float32, mode="r", shape=(rows,) + tuple(shape))

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from srcnn_theano.allocator import keep_freed_memory
 from srcnn_theano.errors import SRCNNError
 from srcnn_theano.files import atomic_output, check_outputs, scratch_file
-from srcnn_theano.patches.cutting import RawPatches, extract_all, map_rows, read_rows
+from srcnn_theano.patches.cutting import RawPatches, extract_all, read_rows
 from srcnn_theano.patches.extract import check_channels, check_geometry
 from srcnn_theano.patches.store import (_LIBVER, CHUNK_ROWS, CREATOR, DEFAULT_MEMORY_BUDGET,
                                         FORMAT_VERSION)
@@ -130,7 +130,7 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
                 raise SRCNNError(f"no usable training image among {len(image_paths)} file(s)")
             count = _final_count(count_extracted, drop_partial_chunk)
             order = np.random.default_rng(seed).permutation(count_extracted)[:count]
-            with h5py.File(final_path, "w", libver=_LIBVER) as final:
+            with h5py.File(final_path, "w", libver=_LIBVER, rdcc_nbytes=0) as final:  # chunks straight to the file
                 _shuffled_copy(raw, final, order, memory_budget, progress,
                                {k: scratch(f"buckets-{k}") for k in shapes})
                 _write_attrs(final, params, sources, count, count_extracted)
@@ -181,9 +181,8 @@ def _shuffled_copy(raw, final, order, memory_budget, progress, bucket_paths):
 
     * while the shards fit in half the memory the system has available (so
       they stay in the page cache, where reading is cheap and writing is
-      not), each block gathers its rows straight from the shards, mapped
-      read-only for that block (:func:`~srcnn_theano.patches.cutting.map_rows`):
-      nothing else is read or copied;
+      not), each block reads the shards sequentially, segment by segment
+      into one buffer, and keeps the rows it needs;
     * beyond that, in time linear in the size and with sequential I/O only,
       a bucket pass first reads the shards once and writes each row into
       the bucket of the final block it belongs to (``bucket_paths``), with
@@ -202,13 +201,14 @@ def _shuffled_copy(raw, final, order, memory_budget, progress, bucket_paths):
     # the one read from a bucket): a quarter of the budget each.
     block = max(CHUNK_ROWS, int(memory_budget) // 4 // row_bytes // CHUNK_ROWS * CHUNK_ROWS)
     block = min(block, -(-n // CHUNK_ROWS) * CHUNK_ROWS)
-    # The bucket pass reads through a small buffer (16 MiB: fresh memory costs page
-    # faults, reading from the page cache is cheap). Page-cache blocks cost little
-    # each (their rows are gathered from the mapped shards): 64 MiB keeps memory low.
+    # Reads go through a small buffer (16 MiB: fresh memory costs page faults,
+    # reading from the page cache is cheap); page-cache blocks are only as large
+    # as needed to read the shards at most 8 times.
     segment = max(1, min(int(memory_budget) // 4, 16 << 20) // row_bytes)
     bucketed = raw.count * row_bytes > _page_cache_bytes() // 2 and n > block
     if not bucketed:
-        block = min(block, max(CHUNK_ROWS, (64 << 20) // row_bytes // CHUNK_ROWS * CHUNK_ROWS))
+        wanted_bytes = max(64 << 20, raw.count * row_bytes // 8)
+        block = min(block, max(CHUNK_ROWS, wanted_bytes // row_bytes // CHUNK_ROWS * CHUNK_ROWS))
     writer = _BlockWriter(outs, raw.shapes, block)
     try:
         with tqdm(total=n, desc="shuffle", unit="patch", disable=not progress,
@@ -217,7 +217,7 @@ def _shuffled_copy(raw, final, order, memory_budget, progress, bucket_paths):
                 reads = {k: np.empty((block,) + raw.shapes[k], np.float32) for k in names}
                 _bucket_blocks(raw, order, block, segment, bucket_paths, reads, writer, bar)
             else:
-                _page_cache_blocks(raw, order, block, writer, bar)
+                _page_cache_blocks(raw, order, block, segment, writer, bar)
         writer.close()
     finally:
         writer.abandon()
@@ -265,9 +265,10 @@ class _BlockWriter:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _page_cache_blocks(raw, order, block, writer, bar):
-    """The page-cache way of :func:`_shuffled_copy`: each block's rows gathered straight
-    from the shards, mapped read-only for that block (in the order they lie in the file)."""
+def _page_cache_blocks(raw, order, block, segment, writer, bar):
+    """The page-cache way of :func:`_shuffled_copy`."""
+    reads = {k: np.empty((min(segment, raw.count),) + raw.shapes[k], np.float32)
+             for k in raw.shapes}
     for start in range(0, len(order), block):
         wanted = order[start:start + block]
         shard, pos = raw.locate(wanted)
@@ -276,9 +277,15 @@ def _page_cache_blocks(raw, order, block, writer, bar):
             out = buffers[k][:len(wanted)]
             for s in np.unique(shard):
                 mine = np.flatnonzero(shard == s)
-                mapped = map_rows(raw.shard_paths[int(s)][k], raw.shapes[k])
-                out[mine] = mapped[pos[mine]]
-                del mapped   # unmapped: only one block's pages are ever mapped
+                sorter = mine[np.argsort(pos[mine])]
+                at = pos[sorter]
+                total = raw.shard_rows(int(s))
+                bounds = np.searchsorted(at, np.arange(0, total + segment, segment))
+                for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+                    if hi > lo:
+                        base = i * segment
+                        seg = raw.read(k, int(s), base, min(base + segment, total), reads[k])
+                        out[sorter[lo:hi]] = seg[at[lo:hi] - base]
             rows[k] = out
         writer.write(start, rows)
         bar.update(len(wanted))
