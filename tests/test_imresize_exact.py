@@ -95,3 +95,14 @@ def test_degrade_of_a_photo_sized_image_is_exact():
     small = reference_imresize(img, scale=1 / 3)
     want = reference_imresize(small, output_shape=img.shape)
     assert np.array_equal(ir.degrade(img, 3), want)
+
+
+def test_enlarging_takes_the_contiguous_last_axis_path(monkeypatch):
+    """x2/x3/x4 run the last axis through ``_last_axis_phase`` (the cases above check its bits)."""
+    calls = []
+    real = ir._last_axis_phase
+    monkeypatch.setattr(ir, "_last_axis_phase", lambda *a: calls.append(1) or real(*a))
+    for s in (2, 3, 4):
+        calls.clear()
+        ir.imresize(_image((17, 23, 3), np.float64, seed=s), scale=s)
+        assert len(calls) == s        # one call per output phase

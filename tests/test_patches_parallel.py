@@ -101,7 +101,25 @@ def test_every_way_of_shuffling_gives_the_same_file(photos, tmp_path, monkeypatc
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".tmp")) == []
 
 
-def test_at_most_two_images_per_worker_in_flight(photos, monkeypatch):
+def test_runs_cover_the_images_in_order():
+    paths = [f"{i}.png" for i in range(1000)]
+    for workers in (1, 2, 3):
+        runs = cutting._runs(paths, workers)
+        assert sum(runs, []) == paths
+        assert {len(r) for r in runs[:-1]} == {min(8, max(1, 1000 // (16 * workers)))}
+    assert cutting._runs(paths[:20], 2) == [[p] for p in paths[:20]]   # short lists: one each
+
+
+def test_runs_of_several_images_write_the_same_file(photos, tmp_path, monkeypatch):
+    paths = list_images(photos) * 2
+    one, three = str(tmp_path / "one.h5"), str(tmp_path / "three.h5")
+    W.write_h5(one, paths, 3, seed=4, progress=False, workers=1)
+    monkeypatch.setattr(cutting, "_runs", lambda p, w: [p[i:i + 3] for i in range(0, len(p), 3)])
+    W.write_h5(three, paths, 3, seed=4, progress=False, workers=2)
+    _assert_same(one, three)
+
+
+def test_at_most_two_runs_per_worker_in_flight(photos, monkeypatch):
     submitted, consumed = [], []
 
     class Counting(concurrent.futures.ProcessPoolExecutor):
@@ -115,11 +133,13 @@ def test_at_most_two_images_per_worker_in_flight(photos, monkeypatch):
     folder = os.path.dirname(paths[0])
     shards = [{k: os.path.join(folder, f".tmp-test-{w}-{k}") for k in P_SHAPES} for w in range(2)]
     try:
+        monkeypatch.setattr(cutting, "_runs", lambda p, w: [p[i:i + 2] for i in range(0, len(p), 2)])
         cut = cutting._cut_all(paths, PARAMS, shards)
         for result in cut:
             consumed.append(result)
-            assert len(submitted) - len(consumed) <= 2 * 2 - 1 + 1
-        assert len(consumed) == len(paths) == len(submitted)
+            in_flight = sum(len(a[0]) for a in submitted) - len(consumed)
+            assert in_flight <= (2 * 2 + 1) * 2    # two runs of two per worker + the one read
+        assert len(consumed) == len(paths) == sum(len(a[0]) for a in submitted)
         assert [r[0] for r in consumed] == [os.path.basename(p) for p in paths]   # in order
     finally:
         for shard in shards:

@@ -17,6 +17,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -338,3 +339,19 @@ def test_fast_graph_is_small():
     assert len(f.maker.fgraph.apply_nodes) < 40
     tr = Trainer(model)
     assert len(tr.train.maker.fgraph.apply_nodes) < 150
+
+
+def test_shift_loops_run_without_the_gil():
+    """The shift ops' loops release the GIL, so that upscale's helper thread prepares and
+    finishes tiles meanwhile: all the loops sit between Py_BEGIN/END_ALLOW_THREADS,
+    with no Python API call inside."""
+    from srcnn_theano.backend import T
+    from srcnn_theano.network.conv_ops import ShiftStack, ShiftSum
+
+    for op in (ShiftStack(9, 4, ones_row=True), ShiftStack(5, 2, flip=True), ShiftSum(5, 2)):
+        node = op.make_node(T.tensor4())
+        code = op.c_code(node, "n", ["x"], ["o"], {"fail": "FAIL;"})
+        before, rest = code.split("Py_BEGIN_ALLOW_THREADS")
+        inside, after = rest.split("Py_END_ALLOW_THREADS")
+        assert "for (" in inside and "for (" not in before + after
+        assert not re.search(r"\bPy[A-Z_]", inside) and "FAIL" not in inside

@@ -10,7 +10,7 @@ from PIL import Image
 from srcnn_theano.image.imresize import imresize
 from srcnn_theano.image.ycbcr import rgb2ycbcr, ycbcr2rgb
 from srcnn_theano.network.inference import Predictor
-from srcnn_theano.apps.upscale import upscale_float, upscale_image
+from srcnn_theano.apps.upscale import upscale_bands, upscale_float, upscale_image
 from srcnn_theano.network.weights import Weights, save
 
 from conftest import ARCH_915, REPO, random_arrays
@@ -68,6 +68,19 @@ def test_tiled_image_equals_untiled_image(weights):
     tiled, whole = upscale_image(img, 2, pred, tile=16), upscale_image(img, 2, pred, tile=None)
     assert tiled.shape == (90, 76, 4) and tiled.dtype == np.uint8
     assert np.abs(tiled.astype(int) - whole).max() <= 1 and (tiled != whole).mean() < 1e-3
+
+
+def test_bands_and_threads_change_nothing(weights):
+    """The helper threads and the bands only reorder work: the same bytes for any count."""
+    img = photo((45, 38, 3))
+    pred = Predictor(weights, tile=None)
+    one = upscale_image(img, 2, pred, tile=16, threads=1)
+    for tile, threads in ((16, 2), (16, 3), (7, 2)):
+        bands = list(upscale_bands(img, 2, pred, tile=tile, threads=threads))
+        assert [len(b) for b in bands] == [min(tile, 45 - top) * 2 for top in range(0, 45, tile)]
+        if tile == 16:
+            np.testing.assert_array_equal(np.concatenate(bands), one)
+        assert np.abs(np.concatenate(bands).astype(int) - one).max() <= 1
 
 
 def test_only_y_goes_through_the_network(weights):

@@ -141,3 +141,41 @@ def test_matlab_round_is_exact_half_away_from_zero():
     x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 0.49999999999999994, 2.4999999999999996])
     np.testing.assert_array_equal(matlab_round(x), [1, 2, 3, -1, -2, 0, 2])
     assert from_float(np.array([0.5 / 255, 254.5 / 255, 1.2, -0.1])).tolist() == [1, 255, 255, 0]
+
+
+def test_from_float_is_matlab_cast_of_the_clipped_scaled_value():
+    """The fast path (floor + compare on clipped values) gives matlab_cast's values exactly,
+    on every rounding edge: exact halves, the doubles next to them, both float types."""
+    from srcnn_theano.image.units import from_float, matlab_cast
+
+    for dtype, peak in ((np.uint8, 255.0), (np.uint16, 65535.0)):
+        k = np.arange(0, int(peak) + 1, max(1, int(peak) // 1000), dtype=np.float64)
+        halves = (k + 0.5) / peak
+        edges = np.concatenate([halves, np.nextafter(halves, 0), np.nextafter(halves, 2),
+                                k / peak, [-0.3, -0.0, 0.0, 1.0, 1.7, 0.49999999999999994 / peak]])
+        rng = np.random.default_rng(0).random(5000) * 1.2 - 0.1
+        for x in (edges, rng, edges.astype(np.float32), rng.astype(np.float32)):
+            want = matlab_cast(np.clip(x, 0.0, 1.0) * peak, dtype)
+            got = from_float(x, dtype)
+            assert got.dtype == dtype
+            np.testing.assert_array_equal(got, want)
+
+
+def test_the_in_place_sums_are_the_expression_bit_for_bit():
+    """rgb2ycbcr / ycbcr2rgb sum in place on planes: the same doubles as MATLAB's
+    left-to-right ``T1*R + T2*G + T3*B + offset``, for every layout of the input."""
+    from srcnn_theano.image.ycbcr import ORIG_T_INV
+
+    rgb = np.random.default_rng(3).random((13, 11, 3))
+    T, off = (1 / 255) * M, (1 / 255) * OFFSET
+    want = np.stack([T[p, 0] * rgb[..., 0] + T[p, 1] * rgb[..., 1] + T[p, 2] * rgb[..., 2] + off[p]
+                     for p in range(3)], axis=2)
+    for layout in (rgb, np.moveaxis(np.ascontiguousarray(np.moveaxis(rgb, 2, 0)), 0, 2),
+                   np.pad(rgb, ((2, 2), (3, 3), (0, 0)))[2:-2, 3:-3]):
+        assert np.array_equal(rgb2ycbcr(layout), want)
+    Ti = 255.0 * ORIG_T_INV
+    oi = -(ORIG_T_INV @ OFFSET)
+    back = np.stack([Ti[p, 0] * want[..., 0] + Ti[p, 1] * want[..., 1] + Ti[p, 2] * want[..., 2]
+                     + oi[p] for p in range(3)], axis=2)
+    assert np.array_equal(ycbcr2rgb(want, clip=False), back)
+    assert np.array_equal(ycbcr2rgb(want), np.clip(back, 0, 1))

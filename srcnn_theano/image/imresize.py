@@ -166,8 +166,8 @@ def _resize_along(planes, axis, weights, raw, padding):
         idx = raw[r::period]
         step = int(idx[1, 0] - idx[0, 0]) if len(idx) > 1 else 1
         even = len(idx) == 1 or (step >= 1 and np.all(np.diff(idx, axis=0) == step))
-        if axis == planes.ndim - 1 and even and step == 1 and np.all(w == w[0]):
-            o[...] = _last_axis_phase(ext, idx[0], w[0], len(idx))  # enlarging: the usual case
+        if axis == planes.ndim - 1 and even and step == 1:
+            o[...] = _last_axis_phase(ext, idx[0], w)  # enlarging: the usual case
             continue
         acc = o if direct else np.empty(o.shape)
         tmp = np.empty(acc.shape) if taps > 1 else None
@@ -211,22 +211,30 @@ def _extend(planes, axis, lo, hi, padding):
     return ext
 
 
-def _last_axis_phase(ext, starts, weights, n):
-    """``sum_j weights[j] * ext[..., starts[j]:starts[j] + n]`` (taps in order), for C-contiguous
-    ``ext``: computed on the flat array, where each tap is one contiguous slice.
+def _last_axis_phase(ext, starts, weights):
+    """``sum_j weights[i, j] * ext[..., starts[j] + i]`` for the phase's outputs i
+    (``weights`` ``(n, taps)``, taps summed in order), for C-contiguous ``ext``:
+    computed on the flat array, where each tap is one contiguous slice.
 
     Row ``r`` of the result is flat positions ``r * width .. r * width + n`` of
     the sums; the ``width - n`` sums between rows mix two rows and are dropped.
     Contiguous slices instead of ``rows x n`` short rows make every product
     and sum several times faster; each element is the same product and sum.
+    A weight that varies along the phase (float rounding at x3) is tiled to
+    the flat layout.
     """
-    width = ext.shape[-1]
+    n, width = len(weights), ext.shape[-1]
     flat = ext.reshape(-1)
     length = flat.size - width + n
     acc = np.empty(flat.size)
     tmp = np.empty(length)
-    for j, (start, wj) in enumerate(zip(starts, weights)):
+    for j, start in enumerate(starts):
         x = flat[int(start):int(start) + length]
+        wj = weights[0, j]
+        if not np.all(weights[:, j] == wj):
+            row = np.zeros(width)
+            row[:n] = weights[:, j]
+            wj = np.tile(row, flat.size // width)[:length]
         if j == 0:
             np.multiply(x, wj, out=acc[:length])
         else:
