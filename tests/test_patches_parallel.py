@@ -133,7 +133,8 @@ def test_at_most_two_runs_per_worker_in_flight(photos, monkeypatch):
     folder = os.path.dirname(paths[0])
     shards = [{k: os.path.join(folder, f".tmp-test-{w}-{k}") for k in P_SHAPES} for w in range(2)]
     try:
-        monkeypatch.setattr(cutting, "_runs", lambda p, w: [p[i:i + 2] for i in range(0, len(p), 2)])
+        monkeypatch.setattr(cutting, "_runs",
+                            lambda p, w: [p[i:i + 2] for i in range(0, len(p), 2)])
         cut = cutting._cut_all(paths, PARAMS, shards)
         for result in cut:
             consumed.append(result)

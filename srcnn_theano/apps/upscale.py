@@ -87,7 +87,8 @@ def _enlarge(lr, scale, window, border):
     up = up.reshape(up.shape[0], up.shape[1], -1)
     hh, ww = up.shape[:2]
     y0, y1, x0, x1 = window
-    cy0, cy1, cx0, cx1 = max(y0 - border, 0), min(y1 + border, hh), max(x0 - border, 0), min(x1 + border, ww)
+    cy0, cy1 = max(y0 - border, 0), min(y1 + border, hh)
+    cx0, cx1 = max(x0 - border, 0), min(x1 + border, ww)
     context = np.ascontiguousarray(up[cy0:cy1, cx0:cx1, 0], dtype=np.float32)
     return up[y0:y1, x0:x1], context, (y0 - cy0, x0 - cx0)
 

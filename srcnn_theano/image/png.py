@@ -88,7 +88,11 @@ class PNGWriter:
         self._submit(self._file.write, head)
 
     def write(self, rows):
-        """Queue the next rows, ``(n, W[, C])`` of the image's dtype, for encoding."""
+        """Queue the next rows, ``(n, W[, C])`` of the image's dtype, for encoding.
+
+        The thread reads them later: they must not be changed afterwards (hand
+        over a new array each time, as :func:`~srcnn_theano.apps.upscale.upscale_bands` does).
+        """
         rows = np.asarray(rows)
         if rows.shape[1:] != self.shape[1:] or rows.dtype != self.dtype:
             raise ValueError(f"rows {rows.shape} {rows.dtype} do not fit the image "

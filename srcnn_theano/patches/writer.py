@@ -40,7 +40,7 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
              memory_budget=DEFAULT_MEMORY_BUDGET, workers=1, monitor=None):
     """Cut training patches from images and write them, shuffled, to an HDF5 file.
 
-    Images are cut by ``workers`` processes, at most two images each in
+    Images are cut by ``workers`` processes, at most two runs of images each in
     flight; each worker appends its images' patches to a scratch file of its
     own (no patch travels through a pipe) and the writer keeps, in image
     order, where each image's patches are. The shuffled copy into the final
@@ -130,7 +130,8 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
                 raise SRCNNError(f"no usable training image among {len(image_paths)} file(s)")
             count = _final_count(count_extracted, drop_partial_chunk)
             order = np.random.default_rng(seed).permutation(count_extracted)[:count]
-            with h5py.File(final_path, "w", libver=_LIBVER, rdcc_nbytes=0) as final:  # chunks straight to the file
+            # No chunk cache: whole chunks go straight to the file.
+            with h5py.File(final_path, "w", libver=_LIBVER, rdcc_nbytes=0) as final:
                 _shuffled_copy(raw, final, order, memory_budget, progress,
                                {k: scratch(f"buckets-{k}") for k in shapes})
                 _write_attrs(final, params, sources, count, count_extracted)
