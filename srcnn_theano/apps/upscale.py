@@ -295,8 +295,13 @@ def upscale_files(pairs, scale, weights, tile=LR_TILE, progress=True, quality=DE
             image, metadata = read_photo(src)
             image = _check_image(image)
             shape = (image.shape[0] * scale, image.shape[1] * scale) + image.shape[2:]
+            bands = upscale_bands(image, scale, predictor, tile)
+            if progress and len(pairs) == 1:   # one photo: its rows of tiles
+                from tqdm import tqdm
+                bands = tqdm(bands, total=-(-image.shape[0] // (tile or image.shape[0])),
+                             desc=f"upscale x{scale}", unit="row", disable=None, leave=False)
             with image_writer(dst, shape, image.dtype, metadata, quality) as write:
-                for band in upscale_bands(image, scale, predictor, tile):
+                for band in bands:
                     write(band)
         except SRCNNError as e:
             failed.append((src, str(e)))
