@@ -34,6 +34,8 @@ import platform
 import statistics
 import time
 
+from srcnn_theano.cores import usable_cores
+
 ARCH = "9-1-5"
 PATCHES = 64
 PATCH = 33
@@ -70,10 +72,7 @@ def cpu_info():
         elif key == "flags" and not info["flags"]:
             info["flags"] = value.split()
     flags = set(info.pop("flags"))
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     if "avx512f" in flags:
         per_cycle, simd = (32 if vendor == "AuthenticAMD" else 64), "avx512"
     elif "avx2" in flags and "fma" in flags:

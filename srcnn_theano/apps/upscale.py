@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from srcnn_theano.cores import usable_cores
 from srcnn_theano.errors import SRCNNError
 from srcnn_theano.files import check_outputs, same_file
 from srcnn_theano.image.io import DEFAULT_JPEG_QUALITY, expand_inputs, image_writer, read_photo
@@ -111,11 +112,7 @@ def default_threads():
     """Helper threads for the numpy stages: one less than the cores this process may use,
     between 1 and 2. On the CPU one keeps up with the network (a tile's numpy work is a
     third of the network's single-threaded time); each more holds a few tiles' buffers."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(2, cores - 1))
+    return max(1, min(2, usable_cores() - 1))
 
 
 def _upscale_bands(src, scale, predictor, tile, prepare, finish, dtype, threads=None):

@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from srcnn_theano.allocator import keep_freed_memory
+from srcnn_theano.cores import usable_cores
 from srcnn_theano.errors import SRCNNError
 from srcnn_theano.files import atomic_output, check_outputs, scratch_file
 from srcnn_theano.patches.cutting import RawPatches, extract_all, read_rows
@@ -142,10 +143,7 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
 
 def default_workers():
     """The number of cores this process may run on (the command line's default ``--workers``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 def _final_count(count_extracted, drop_partial_chunk):
