@@ -13,7 +13,8 @@ Two measurements, each ``generate_h5`` run in a fresh process:
     measured throughput to ImageNet's 395,909 training images.
 ``pairs``
     ``--workers 1`` against ``--workers N`` on a smaller set (default 2,000
-    of the same photos), interleaved (1, N, N, 1, ...), whole-command wall
+    of the same photos), interleaved (1, N, N, 1, ...), each run after an
+    ``os.sync()`` (untimed), whole-command wall
     time from ``/usr/bin/time``-style accounting (``os.wait4``), and the
     ratio per pair; and a check that both wrote the same datasets and
     attributes.
@@ -120,6 +121,10 @@ def pairs(args):
         for r in range(args.repeats):
             for w in ((1, args.workers) if r % 2 == 0 else (args.workers, 1)):
                 os.remove(out[w])      # not timed: deleting the previous run's file
+                # Not timed either: the previous run's output still being written back
+                # (GBs at the paper's stride) would throttle this run's writes, which a
+                # single run does not meet.
+                os.sync()
                 t, m = _run_timed(_cli(images, out[w], w, args.stride, args.scale))
                 times[w].append(t)
                 rss[w].append(m)
@@ -151,9 +156,6 @@ import json, sys, time
 from srcnn_theano.image.io import list_images
 from srcnn_theano.patches.writer import write_h5
 cfg = json.loads(sys.argv[1])
-if cfg['buckets']:   # as if the scratch files did not fit in the page cache
-    import srcnn_theano.patches.writer as W
-    W._page_cache_bytes = lambda: 0
 t0 = time.perf_counter()
 def monitor(done, patches):
     if done % cfg['every'] == 0 or done == cfg['images']:
@@ -173,8 +175,7 @@ def course(args):
     tmp = tempfile.mkdtemp(prefix="srcnn_patchgen_", dir=args.tmp)
     output = os.path.join(tmp, "big.h5")
     cfg = dict(images_dir=images, output=output, scale=args.scale, stride=args.stride,
-               workers=args.workers, images=args.images, every=max(1, args.images // 200),
-               buckets=args.buckets)
+               workers=args.workers, images=args.images, every=max(1, args.images // 200))
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     load = os.getloadavg()[0]
     proc = subprocess.Popen([sys.executable, "-c", _COURSE_CHILD, json.dumps(cfg)], cwd=REPO,
@@ -233,7 +234,6 @@ def course(args):
     total_s = end["t"]
     per_image = total_s / args.images
     result = {"images": args.images, "size": args.size, "stride": args.stride,
-              "buckets": args.buckets,
               "workers": args.workers, "patches": end["count"], "file_gb": size_gb,
               "extraction_s": extraction_end, "shuffle_s": total_s - extraction_end,
               "total_s": total_s, "course": rows, "shuffle_peak_rss_mib": max(shuffle_mem),
@@ -242,7 +242,7 @@ def course(args):
     print(f"{args.images} photos {args.size[0]}x{args.size[1]}, stride {args.stride}, "
           f"--workers {args.workers}: {end['count']} patches, {size_gb:.2f} GB, "
           f"{total_s:.0f} s ({extraction_end:.0f} s cutting, {total_s - extraction_end:.0f} s "
-          f"shuffling{', bucket pass' if args.buckets else ''}), load {load:.2f} before")
+          f"writing the buckets), load {load:.2f} before")
     print("\n| images | photos/s | peak RSS of writer + workers (MiB) |\n|---|---:|---:|")
     for r in rows:
         print(f"| {r['images']} | {r['images_per_s']:.0f} | {r['peak_rss_mib']:.0f} |")
@@ -266,8 +266,6 @@ def main(argv=None):
     p.add_argument("--sample", type=float, default=0.5, help="course: seconds between samples")
     p.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "srcnn_synthetic_photos"),
                    help="where the synthetic photos are made (kept)")
-    p.add_argument("--buckets", action="store_true",
-                   help="course: shuffle through the bucket pass, as for data beyond the RAM")
     p.add_argument("--folder", help="pairs: an existing folder of images instead (e.g. T91)")
     p.add_argument("--tmp", default=None, help="folder for the output files (default: temp)")
     p.add_argument("--json", action="store_true")

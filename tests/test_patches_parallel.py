@@ -1,12 +1,13 @@
-"""Patch files cut by several worker processes, and the shuffled copy at any size.
+"""Patch files cut by several worker processes, and the shuffle through buckets.
 
 * ``--workers 2`` writes the same datasets and attributes as ``--workers 1``
   (with augmentation, skipped images and the partial-chunk drop), through the
   library and the command line;
-* the three ways of the shuffled copy (in one block, block by block from the
-  page cache, through buckets) give the same file;
-* at most two images per worker are in flight (memory bounded by the workers'
-  buffers, not by the number of images);
+* any number of buckets, any stage size gives the same file;
+* every patch's place comes from the images' headers: the counts they
+  promise are the ones cut, and an image whose header lies is cut again;
+* at most two runs of images per worker are in flight (memory bounded by the
+  workers' buffers, not by the number of images);
 * errors and interruptions in a worker leave nothing behind.
 """
 import concurrent.futures
@@ -19,9 +20,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hypothesis import given, strategies as st
+
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.image.io import list_images
-from srcnn_theano.patches import cutting
+from srcnn_theano.image.io import image_size, list_images, read_image
+from srcnn_theano.patches import buckets, cutting
+from srcnn_theano.patches import extract as E
 from srcnn_theano.patches import store as P
 from srcnn_theano.patches import writer as W
 
@@ -75,19 +79,15 @@ def test_two_workers_write_the_same_file_as_one(photos, tmp_path, options):
     assert sorted(os.listdir(tmp_path)) == ["w1.h5", "w2.h5"]     # no scratch left
 
 
-def test_every_way_of_shuffling_gives_the_same_file(photos, tmp_path, monkeypatch):
+def test_any_block_size_gives_the_same_file(photos, tmp_path):
     paths = list_images(photos)
     ref = str(tmp_path / "ref.h5")
-    s = W.write_h5(ref, paths, 3, seed=2, progress=False)          # one block
-    row = 4 * (33 * 33 + 21 * 21)
-    small = 2 * row * P.CHUNK_ROWS + 1                               # blocks of 128 patches
+    s = W.write_h5(ref, paths, 3, seed=2, progress=False)          # one bucket
+    record = 8 + 4 * (33 * 33 + 21 * 21)
     assert s.count > 3 * P.CHUNK_ROWS
-    out = str(tmp_path / "pagecache.h5")
-    W.write_h5(out, paths, 3, seed=2, progress=False, memory_budget=small, workers=2)
-    _assert_same(ref, out)
-    monkeypatch.setattr(W, "_page_cache_bytes", lambda: 0)          # as if far larger than RAM
     for workers, drop in ((1, False), (2, False), (2, True)):
-        out = str(tmp_path / f"buckets{workers}{drop}.h5")
+        small = 2 * workers * record * P.CHUNK_ROWS + 1            # buckets of 128 patches
+        out = str(tmp_path / f"small{workers}{drop}.h5")
         W.write_h5(out, paths, 3, seed=2, progress=False, memory_budget=small, workers=workers,
                    drop_partial_chunk=drop)
         if not drop:
@@ -101,6 +101,125 @@ def test_every_way_of_shuffling_gives_the_same_file(photos, tmp_path, monkeypatc
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".tmp")) == []
 
 
+def test_chunks_are_allocated_unfilled(photos, tmp_path):
+    """Every row is written once: the chunks are not filled with zeros first (h5py's
+    create_dataset would: 3 GB of zeros written for a 3 GB file)."""
+    out = str(tmp_path / "t.h5")
+    W.write_h5(out, list_images(photos), 3, progress=False)
+    with h5py.File(out, "r") as f:
+        for k in ("data", "label"):
+            plist = f[k].id.get_create_plist()
+            assert plist.get_fill_time() == h5py.h5d.FILL_TIME_NEVER
+            assert plist.get_alloc_time() == h5py.h5d.ALLOC_TIME_EARLY
+
+
+def test_a_small_stage_gives_the_same_file(photos, tmp_path, monkeypatch):
+    """Stages of 5 patches: flushed when full, images larger than the stage."""
+    paths = list_images(photos)
+    ref = str(tmp_path / "ref.h5")
+    W.write_h5(ref, paths, 3, seed=2, progress=False)
+    record = 8 + 4 * (33 * 33 + 21 * 21)
+    monkeypatch.setattr(buckets, "STAGE_BYTES", 2 * 5 * record)
+    for workers in (1, 2):
+        out = str(tmp_path / f"stage{workers}.h5")
+        W.write_h5(out, paths, 3, seed=2, progress=False, workers=workers,
+                   memory_budget=2 * workers * record * P.CHUNK_ROWS * 2)
+        _assert_same(ref, out)
+
+
+# --------------------------------------------------------------------------
+# Every patch's place, from the images' headers
+# --------------------------------------------------------------------------
+
+@given(st.integers(1, 120), st.integers(1, 120), st.integers(2, 4), st.integers(1, 30),
+       st.sampled_from([(33, 21), (33, 33), (20, 10)]))
+def test_patch_count_is_what_extract_patches_cuts(h, w, scale, stride, sizes):
+    y = np.zeros((h, w))
+    data, _ = E.extract_patches(y, scale, *sizes, stride=stride)
+    assert E.patch_count((h, w), scale, *sizes, stride=stride) == len(data)
+
+
+@pytest.mark.parametrize("shape", [(40, 57), (57, 40, 3), (33, 33)])
+@pytest.mark.parametrize("flags", [{}, {"flips": False}, {"rotations": False},
+                                   {"downscales": (1.0, 0.55)}])
+def test_augmented_shapes_are_those_augment_images_yields(shape, flags):
+    y = np.zeros(shape)
+    assert list(E.augmented_shapes(shape, **flags)) == [v.shape[:2]
+                                                        for v in E.augment_images(y, **flags)]
+
+
+def test_image_size_is_the_shape_read_image_gives(tmp_path):
+    from PIL import Image as PILImage
+
+    rgb = _image((30, 50, 3), 1)
+    files = {"gray.png": PILImage.fromarray(_image((30, 50), 2)),
+             "rgba.png": PILImage.fromarray(_image((30, 50, 4), 3)),
+             "16bit.png": PILImage.fromarray(_image((30, 50), 4).astype(np.uint16) * 200),
+             "palette.png": PILImage.fromarray(rgb).convert("P")}
+    for name, im in files.items():
+        im.save(tmp_path / name)
+    for orientation in (1, 3, 6, 8):       # 6 and 8 turn the image a quarter
+        exif = PILImage.Exif()
+        exif[0x0112] = orientation
+        PILImage.fromarray(rgb).save(tmp_path / f"o{orientation}.jpg", exif=exif.tobytes())
+    for name in sorted(os.listdir(tmp_path)):
+        path = str(tmp_path / name)
+        assert image_size(path) == read_image(path).shape[:2], name
+    assert image_size(str(tmp_path / "o6.jpg")) == (50, 30)
+    (tmp_path / "bad.png").write_bytes(b"broken")
+    with pytest.raises(SRCNNError, match="bad.png"):
+        image_size(str(tmp_path / "bad.png"))
+
+
+def test_expected_counts_are_the_counts_cut(photos):
+    paths = list_images(photos)
+    for options in ({}, {"augment": True}):
+        params = dict(PARAMS, **options)
+        counts = []
+        for p in paths:
+            _, digest, data, _ = cutting._cut_image(p, params)
+            counts.append(0 if digest is None else len(data))
+        assert cutting.expected_counts(paths, params) == counts
+        assert counts[3] == counts[8] == 0 and min(counts[:3]) > 0   # too small, broken
+
+
+def test_an_image_whose_header_lies_is_cut_again(photos, tmp_path, monkeypatch, capsys):
+    paths = list_images(photos)
+    ref = str(tmp_path / "ref.h5")
+    W.write_h5(ref, paths, 3, seed=1, progress=False)
+    real = cutting.image_size
+    lies = {"p1.png": (300, 300), "p2.png": (60, 60)}     # more patches, fewer
+    monkeypatch.setattr(cutting, "image_size",
+                        lambda p: lies.get(os.path.basename(p)) or real(p))
+    capsys.readouterr()
+    for workers in (1, 2):
+        out = str(tmp_path / f"lie{workers}.h5")
+        W.write_h5(out, paths, 3, seed=1, progress=False, workers=workers)
+        _assert_same(ref, out)
+        assert "cutting again" in capsys.readouterr().err
+
+
+def test_images_that_change_while_cut_are_an_error(photos, tmp_path, monkeypatch):
+    real, calls = cutting._cut_image, []
+
+    def changing(path, params):     # p1 loses a patch on every cut
+        name, digest, data, label = real(path, params)
+        if path.endswith("p1.png"):
+            calls.append(1)
+            return name, digest, data[:-len(calls)], label[:-len(calls)]
+        return name, digest, data, label
+
+    monkeypatch.setattr(cutting, "_cut_image", changing)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(SRCNNError, match="changed while"):
+        W.write_h5(str(out / "t.h5"), list_images(photos), 3, progress=False)
+    assert len(calls) == 2 and os.listdir(out) == []
+
+
+PARAMS = dict(scale=3, input_size=33, label_size=21, stride=14, channels="y", augment=False)
+
+
 def test_runs_cover_the_images_in_order():
     paths = [f"{i}.png" for i in range(1000)]
     for workers in (1, 2, 3):
@@ -108,50 +227,39 @@ def test_runs_cover_the_images_in_order():
         assert sum(runs, []) == paths
         assert {len(r) for r in runs[:-1]} == {min(8, max(1, 1000 // (16 * workers)))}
     assert cutting._runs(paths[:20], 2) == [[p] for p in paths[:20]]   # short lists: one each
+    assert {len(r) for r in cutting._runs(paths, 1, most=50)[:-1]} == {50}
 
 
 def test_runs_of_several_images_write_the_same_file(photos, tmp_path, monkeypatch):
     paths = list_images(photos) * 2
     one, three = str(tmp_path / "one.h5"), str(tmp_path / "three.h5")
     W.write_h5(one, paths, 3, seed=4, progress=False, workers=1)
-    monkeypatch.setattr(cutting, "_runs", lambda p, w: [p[i:i + 3] for i in range(0, len(p), 3)])
+    monkeypatch.setattr(cutting, "_runs", lambda p, w, most: [p[i:i + 3] for i in range(0, len(p), 3)])
     W.write_h5(three, paths, 3, seed=4, progress=False, workers=2)
     _assert_same(one, three)
 
 
-def test_at_most_two_runs_per_worker_in_flight(photos, monkeypatch):
-    submitted, consumed = [], []
+def test_at_most_two_runs_per_worker_in_flight(photos, tmp_path, monkeypatch):
+    submitted, in_flight = [], []
 
     class Counting(concurrent.futures.ProcessPoolExecutor):
         def submit(self, fn, *args, **kwargs):
-            submitted.append(args)
+            if args[0] is cutting._cut_run:           # (fn, run): images in the run
+                submitted.append(len(args[1]))
             return super().submit(fn, *args, **kwargs)
 
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Counting)
+    monkeypatch.setattr(cutting, "_runs", lambda p, w, most: [p[i:i + 2] for i in range(0, len(p), 2)])
     paths = list_images(photos) * 3
-    raw = cutting.RawPatches(P_SHAPES, [])
-    folder = os.path.dirname(paths[0])
-    shards = [{k: os.path.join(folder, f".tmp-test-{w}-{k}") for k in P_SHAPES} for w in range(2)]
-    try:
-        monkeypatch.setattr(cutting, "_runs",
-                            lambda p, w: [p[i:i + 2] for i in range(0, len(p), 2)])
-        cut = cutting._cut_all(paths, PARAMS, shards)
-        for result in cut:
-            consumed.append(result)
-            in_flight = sum(len(a[0]) for a in submitted) - len(consumed)
-            assert in_flight <= (2 * 2 + 1) * 2    # two runs of two per worker + the one read
-        assert len(consumed) == len(paths) == sum(len(a[0]) for a in submitted)
-        assert [r[0] for r in consumed] == [os.path.basename(p) for p in paths]   # in order
-    finally:
-        for shard in shards:
-            for p in shard.values():
-                if os.path.exists(p):
-                    os.remove(p)
-    del raw
+    seen = []
 
+    def monitor(done, patches):
+        seen.append(done)
+        in_flight.append(sum(submitted) - done)
 
-P_SHAPES = {"data": (1, 33, 33), "label": (1, 21, 21)}
-PARAMS = dict(scale=3, input_size=33, label_size=21, stride=14, channels="y", augment=False)
+    W.write_h5(str(tmp_path / "t.h5"), paths, 3, progress=False, workers=2, monitor=monitor)
+    assert seen == list(range(1, len(paths) + 1))                   # in order
+    assert max(in_flight) <= (2 * 2 + 1) * 2    # two runs of two per worker + the one read
 
 
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
@@ -243,11 +351,12 @@ def test_streamed_batches_with_prefetch_are_the_serial_ones(patch_file):
 
 
 def test_a_failing_block_write_is_an_error_and_leaves_nothing(photos, tmp_path, monkeypatch):
-    def failing(self, start, rows):
+    from srcnn_theano.patches import buckets
+
+    def failing(fd, buf, offset):    # in the forked workers too
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(W._BlockWriter, "_write", failing)
+    monkeypatch.setattr(buckets, "pwrite_all", failing)
     with pytest.raises(SRCNNError, match="cannot write .*No space left"):
         W.write_h5(str(tmp_path / "t.h5"), list_images(photos), 3, progress=False, workers=2)
     assert os.listdir(tmp_path) == []
-    assert not any(t.name.startswith("srcnn-h5write") for t in __import__("threading").enumerate())

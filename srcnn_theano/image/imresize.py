@@ -284,7 +284,7 @@ def imresize(img, scale=None, output_shape=None, antialiasing=True, padding="sym
     in_shape = img.shape[:2]
     if scale is not None:
         scales = (float(scale), float(scale))
-        out_shape = tuple(int(math.ceil(scale * n)) for n in in_shape)
+        out_shape = scaled_shape(in_shape, scale)
     else:
         out_shape = (int(output_shape[0]), int(output_shape[1]))
         scales = (out_shape[0] / in_shape[0], out_shape[1] / in_shape[1])
@@ -309,6 +309,11 @@ def imresize(img, scale=None, output_shape=None, antialiasing=True, padding="sym
         planes = planes.astype(np.uint8)
     # (H, W, C) as a view of the planes: each channel stays contiguous.
     return np.moveaxis(planes, 0, 2) if img.ndim == 3 else planes[0]
+
+
+def scaled_shape(shape, scale):
+    """``(ceil(H * scale), ceil(W * scale))``: the size of :func:`imresize` by ``scale``."""
+    return tuple(int(math.ceil(scale * n)) for n in shape[:2])
 
 
 def modcrop(img, scale):

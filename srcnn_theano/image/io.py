@@ -151,10 +151,36 @@ def read_photo(path):
                 arr = _to_array(im, path)
     except SRCNNError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, KeyError,
-            IndexError, EOFError, Image.DecompressionBombError, MemoryError) as e:
+    except _READ_ERRORS as e:
         raise SRCNNError(f"cannot read image {path}: {e}") from None
     return arr, Metadata(icc, exif if len(exif) else None)
+
+
+# What Pillow raises for files it cannot decode.
+_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, KeyError,
+                IndexError, EOFError, Image.DecompressionBombError, MemoryError)
+
+
+def image_size(path):
+    """``(H, W)`` of the array :func:`read_photo` would return (EXIF orientation applied),
+    from the file's header alone (no decoding: tens of microseconds).
+
+    Raises
+    ------
+    SRCNNError
+        A file Pillow cannot open. A file whose header opens may still fail
+        to decode in :func:`read_photo`.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                w, h = im.size
+                if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):   # exif_transpose turns it
+                    h, w = w, h
+    except _READ_ERRORS as e:
+        raise SRCNNError(f"cannot read image {path}: {e}") from None
+    return h, w
 
 
 def _to_array(im, path):

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.image.imresize import degrade, imresize, modcrop
+from srcnn_theano.image.imresize import degrade, imresize, modcrop, scaled_shape
 from srcnn_theano.image.units import to_float, to_uint8
 from srcnn_theano.image.ycbcr import y_channel
 
@@ -146,6 +146,15 @@ def extract_patches(y, scale, input_size=33, label_size=21, stride=14):
     return _windows(input_img, input_size, stride), _windows(centre, label_size, stride)
 
 
+def patch_count(shape, scale, input_size=33, label_size=21, stride=14):
+    """How many patches :func:`extract_patches` cuts from an image of ``shape`` (H, W[, C])."""
+    scale, _ = check_geometry(scale, input_size, label_size, stride)
+    hei, wid = shape[0] - shape[0] % scale, shape[1] - shape[1] % scale
+    if hei < input_size or wid < input_size:
+        return 0
+    return ((hei - input_size) // stride + 1) * ((wid - input_size) // stride + 1)
+
+
 def _windows(img, size, stride):
     """(H, W, C) -> (N, C, size, size) float32 windows every ``stride`` pixels, row-major."""
     views = sliding_window_view(img, (size, size), axis=(0, 1))[::stride, ::stride]
@@ -204,5 +213,16 @@ def augment_images(y, flips=True, rotations=True, downscales=DEFAULT_DOWNSCALES)
             raise SRCNNError(f"downscale factors must be in (0, 1], not {factor}")
         scaled = y if factor == 1 else np.clip(imresize(y, scale=factor), 0.0, 1.0)
         yield from dihedral_transforms(scaled, flips, rotations)
+
+
+def augmented_shapes(shape, flips=True, rotations=True, downscales=DEFAULT_DOWNSCALES):
+    """The (H, W) of each image :func:`augment_images` yields for an image of ``shape``, in order."""
+    for factor in downscales:
+        h, w = shape[:2] if factor == 1 else scaled_shape(shape[:2], factor)
+        for k in (range(4) if rotations else (0,)):
+            turned = (h, w) if k % 2 == 0 else (w, h)
+            yield turned
+            if flips:
+                yield turned
 
 

@@ -1,5 +1,6 @@
-"""Writing the HDF5 patch file: images cut (:mod:`srcnn_theano.patches.cutting`), then
-shuffled into the final datasets block by block, atomically.
+"""Writing the HDF5 patch file, atomically: every patch's final row from the images'
+headers, the patches cut into buckets by the workers, each bucket then written to its
+block of the output (:mod:`srcnn_theano.patches.buckets`).
 
 The layout is :mod:`srcnn_theano.patches.store`'s.
 """
@@ -16,10 +17,16 @@ from srcnn_theano.allocator import keep_freed_memory
 from srcnn_theano.cores import usable_cores
 from srcnn_theano.errors import SRCNNError
 from srcnn_theano.files import atomic_output, check_outputs, scratch_file
-from srcnn_theano.patches.cutting import RawPatches, extract_all, read_rows
+from srcnn_theano.patches.buckets import Buckets
+from srcnn_theano.patches.cutting import cut_images, expected_counts
 from srcnn_theano.patches.extract import check_channels, check_geometry
 from srcnn_theano.patches.store import (_LIBVER, CHUNK_ROWS, CREATOR, DEFAULT_MEMORY_BUDGET,
                                         FORMAT_VERSION)
+from srcnn_theano.patches.workers import ordered_map, shared_counters
+
+
+BLOCK_BYTES = 64 << 20   # a bucket's rows, unless the file is huge (see _block_rows)
+MAX_BUCKETS = 512
 
 
 # --------------------------------------------------------------------------
@@ -41,20 +48,18 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
              memory_budget=DEFAULT_MEMORY_BUDGET, workers=1, monitor=None):
     """Cut training patches from images and write them, shuffled, to an HDF5 file.
 
-    Images are cut by ``workers`` processes, at most two runs of images each in
-    flight; each worker appends its images' patches to a scratch file of its
-    own (no patch travels through a pipe) and the writer keeps, in image
-    order, where each image's patches are. The shuffled copy into the final
-    datasets then goes block by block of the final order (at most half of
-    ``memory_budget`` each): gathered from the scratch files, read
-    sequentially, while they fit in the page cache; beyond that through a
-    bucket pass (one bucket per final block), so that time stays linear and
-    I/O sequential at any size (see :func:`_shuffled_copy`).
-    Memory stays under about ``memory_budget`` plus the workers' images
-    however many images there are (disk needs about twice the output size
-    while writing). The file is the same, byte for byte in its datasets and
-    attributes, whatever ``workers`` and ``memory_budget``. The output
-    appears (``os.replace``) only once complete; on any error or
+    The images' sizes, read from their headers first, give every patch its
+    final row before it is cut. Images are then cut by ``workers`` processes,
+    at most two runs of images each in flight, each patch appended to the
+    bucket of its block of the final order; then the workers read each
+    bucket, put it in order and write it to its rows of the output
+    (:mod:`srcnn_theano.patches.buckets`). No patch travels through a pipe,
+    all I/O is sequential, in time linear in the size (disk needs about twice
+    the output size while writing). Memory stays under about
+    ``memory_budget`` plus the workers' images and stages (32 MiB each)
+    however many images there are. The file is the same, byte for byte in
+    its datasets and attributes, whatever ``workers`` and ``memory_budget``.
+    The output appears (``os.replace``) only once complete; on any error or
     ``KeyboardInterrupt`` the workers are stopped and the temporary files
     removed.
 
@@ -82,7 +87,8 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
     progress : bool
         Show tqdm progress bars on stderr.
     memory_budget : int
-        Bytes of patches the writer holds in memory at once.
+        Bytes of patches all workers hold at once while writing the buckets to the
+        output (a block of the final order and its bucket, per worker).
     workers : int
         Processes cutting patches (1: this process); :func:`default_workers`
         is the command line's default.
@@ -123,22 +129,119 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
             def scratch(name):
                 return stack.enter_context(scratch_file(output, f".{name}"))
 
-            raw = RawPatches(shapes, [{k: scratch(f"worker{w}-{k}") for k in shapes}
-                                       for w in range(workers)])
-            sources, skipped = extract_all(raw, image_paths, params, progress, workers, monitor)
-            count_extracted = raw.count
-            if count_extracted == 0:
-                raise SRCNNError(f"no usable training image among {len(image_paths)} file(s)")
+            sources, skipped, count_extracted = _cut_and_shuffle(
+                final_path, scratch, image_paths, params, shapes, memory_budget, progress,
+                workers, monitor)
             count = _final_count(count_extracted, drop_partial_chunk)
-            order = np.random.default_rng(seed).permutation(count_extracted)[:count]
-            # No chunk cache: whole chunks go straight to the file.
-            with h5py.File(final_path, "w", libver=_LIBVER, rdcc_nbytes=0) as final:
-                _shuffled_copy(raw, final, order, memory_budget, progress,
-                               {k: scratch(f"buckets-{k}") for k in shapes})
+            with h5py.File(final_path, "r+", libver=_LIBVER) as final:
                 _write_attrs(final, params, sources, count, count_extracted)
     except OSError as e:
         raise SRCNNError(f"cannot write {output}: {e}") from None
     return H5Summary(output, count, count_extracted, len(sources), skipped)
+
+
+def _cut_and_shuffle(final_path, scratch, image_paths, params, shapes, memory_budget, progress,
+                     workers, monitor):
+    """Both passes of :mod:`~srcnn_theano.patches.buckets` into ``final_path``; returns
+    ``(sources, skipped, count_extracted)``.
+
+    Every image's place in the unshuffled order comes from the number of
+    patches its header promises (:func:`expected_counts`). An image that gives
+    another number (a file whose header does not describe it) moved every
+    later image's patches: the images are then cut again with the numbers
+    they gave.
+    """
+    expected = expected_counts(image_paths, params)
+    slots = scratch("slots")
+    for attempt in range(2):
+        count_extracted = sum(expected)
+        count = count_extracted   # the partial-chunk drop; none left is an error once cut
+        if params["drop_partial_chunk"]:
+            count = count_extracted // CHUNK_ROWS * CHUNK_ROWS
+        final_pos = np.full(count_extracted, -1, dtype=np.int64)
+        final_pos[np.random.default_rng(params["seed"]).permutation(count_extracted)[:count]] = \
+            np.arange(count)
+        chunk_rows = min(CHUNK_ROWS, count) or 1
+        block = _block_rows(count, chunk_rows, shapes, memory_budget, workers)
+        buckets = -(-count // block)
+        os.truncate(slots, 0)
+        with h5py.File(final_path, "w", libver=_LIBVER) as final:
+            outs = _create_datasets(final, shapes, count)
+            offsets = {k: _chunk_offsets(d) for k, d in outs.items()}
+        targets = Buckets(final_pos, block, shapes, final_path, offsets, chunk_rows, slots,
+                          shared_counters(buckets))
+        # Runs long enough that each flush appends dozens of rows to each bucket.
+        run_images = max(8, -(-64 * buckets * len(image_paths) // max(1, count_extracted)))
+        firsts = np.cumsum([0] + expected[:-1]).tolist()
+        sources, skipped, counts = cut_images(list(zip(image_paths, firsts)), targets,
+                                              params, progress, workers, monitor, run_images)
+        if counts == expected:
+            break
+        expected = counts
+        if attempt == 0:
+            tqdm.write("note: some images are not the size their headers say: cutting again",
+                       file=sys.stderr)
+    else:
+        raise SRCNNError("the training images changed while they were being cut")
+    if count_extracted == 0:
+        raise SRCNNError(f"no usable training image among {len(image_paths)} file(s)")
+    with tqdm(total=count, desc="shuffle", unit="patch", disable=not progress,
+              file=sys.stderr) as bar:
+        for rows in ordered_map(_assemble, range(buckets), targets, workers):
+            bar.update(rows)
+    return sources, skipped, count_extracted
+
+
+def _assemble(buckets, b):
+    return buckets.assemble(b)
+
+
+def _block_rows(count, chunk_rows, shapes, memory_budget, workers):
+    """Rows per bucket, a multiple of ``chunk_rows``: BLOCK_BYTES (fresh memory is slow
+    on VMs: small blocks; more blocks, smaller writes from each stage), more for huge
+    files so that there are at most about MAX_BUCKETS, and within the budget: each
+    worker holds a bucket and its rows in order."""
+    row = 4 * sum(int(np.prod(v)) for v in shapes.values())
+    rows = min(max(BLOCK_BYTES // row, count // MAX_BUCKETS),
+               int(memory_budget) // (2 * workers * row))
+    block = max(1, rows // chunk_rows) * chunk_rows
+    return min(block, -(-count // chunk_rows) * chunk_rows) or 1
+
+
+def _create_datasets(final, shapes, n):
+    """``data`` and ``label``: ``n`` float32 rows of ``shapes``, in chunks of
+    :data:`CHUNK_ROWS` rows (all ``n`` for fewer), all allocated now and never filled
+    (every row is written: no zeros written first), so that each chunk has a fixed
+    place in the file. None for ``n == 0``."""
+    if n == 0:
+        return {}
+    for k, shape in shapes.items():
+        # h5py's create_dataset would fill the chunks with zeros (it sets the fill
+        # time to "at allocation"): the property list is ours.
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk((min(CHUNK_ROWS, n),) + shape)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        dcpl.set_obj_track_times(False)   # as h5py: no timestamps, the same bytes every run
+        h5py.h5d.create(final.id, k.encode(), h5py.h5t.IEEE_F32LE,
+                        h5py.h5s.create_simple((n,) + shape), dcpl=dcpl)
+    return {k: final[k] for k in shapes}
+
+
+def _chunk_offsets(dataset):
+    """File offset of each chunk of an unfiltered, allocated ``dataset``, in row order
+    (int64 array)."""
+    rows = dataset.chunks[0]
+    offsets = np.full(dataset.id.get_num_chunks(), -1, dtype=np.int64)
+    chunk_bytes = rows * dataset.dtype.itemsize * int(np.prod(dataset.chunks[1:]))
+
+    def visit(info):
+        assert info.filter_mask == 0 and info.size == chunk_bytes, info
+        offsets[info.chunk_offset[0] // rows] = info.byte_offset
+
+    dataset.id.chunk_iter(visit)
+    assert len(offsets) == -(-len(dataset) // rows) and (offsets >= 0).all()
+    return offsets
 
 
 def default_workers():
@@ -154,204 +257,6 @@ def _final_count(count_extracted, drop_partial_chunk):
         raise SRCNNError(f"only {count_extracted} patches, fewer than one chunk of {CHUNK_ROWS}: "
                          "dropping the partial chunk would leave none")
     return count
-
-
-# --------------------------------------------------------------------------
-# The shuffled copy
-# --------------------------------------------------------------------------
-
-def _page_cache_bytes():
-    """``MemAvailable`` of ``/proc/meminfo`` (bytes), or 0 where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def _shuffled_copy(raw, final, order, memory_budget, progress, bucket_paths):
-    """``final[name][i] = raw[name][order[i]]`` for data and label, block by block of
-    the final order, each block gathered in a reused buffer and written contiguously.
-
-    How a block's rows are found (same result either way):
-
-    * while the shards fit in half the memory the system has available (so
-      they stay in the page cache, where reading is cheap and writing is
-      not), each block reads the shards sequentially, segment by segment
-      into one buffer, and keeps the rows it needs;
-    * beyond that, in time linear in the size and with sequential I/O only,
-      a bucket pass first reads the shards once and writes each row into
-      the bucket of the final block it belongs to (``bucket_paths``), with
-      the row's final position; then each bucket is read and put in order.
-
-    A thread writes each finished block to the datasets while the next one is
-    gathered (:class:`_BlockWriter`).
-    """
-    names = ("data", "label")
-    n = len(order)
-    outs = {k: final.create_dataset(k, shape=(n,) + raw.shapes[k], dtype=np.float32,
-                                    chunks=(min(CHUNK_ROWS, n),) + raw.shapes[k])
-            for k in names}
-    row_bytes = sum(raw.row_bytes.values())
-    # At most three blocks in memory (two taking turns with the writer thread, and
-    # the one read from a bucket): a quarter of the budget each.
-    block = max(CHUNK_ROWS, int(memory_budget) // 4 // row_bytes // CHUNK_ROWS * CHUNK_ROWS)
-    block = min(block, -(-n // CHUNK_ROWS) * CHUNK_ROWS)
-    # Reads go through a small buffer (16 MiB: fresh memory costs page faults,
-    # reading from the page cache is cheap); page-cache blocks are only as large
-    # as needed to read the shards at most 8 times.
-    segment = max(1, min(int(memory_budget) // 4, 16 << 20) // row_bytes)
-    bucketed = raw.count * row_bytes > _page_cache_bytes() // 2 and n > block
-    if not bucketed:
-        wanted_bytes = max(64 << 20, raw.count * row_bytes // 8)
-        block = min(block, max(CHUNK_ROWS, wanted_bytes // row_bytes // CHUNK_ROWS * CHUNK_ROWS))
-    writer = _BlockWriter(outs, raw.shapes, block)
-    try:
-        with tqdm(total=n, desc="shuffle", unit="patch", disable=not progress,
-                  file=sys.stderr) as bar:
-            if bucketed:
-                reads = {k: np.empty((block,) + raw.shapes[k], np.float32) for k in names}
-                _bucket_blocks(raw, order, block, segment, bucket_paths, reads, writer, bar)
-            else:
-                _page_cache_blocks(raw, order, block, segment, writer, bar)
-        writer.close()
-    finally:
-        writer.abandon()
-
-
-class _BlockWriter:
-    """Writes blocks of the final order to the datasets from a thread (h5py releases the
-    GIL while it writes), so that the next block is gathered meanwhile; two sets of
-    buffers take turns."""
-
-    def __init__(self, outs, shapes, block):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.outs = outs
-        self.sets = [{k: np.empty((block,) + shapes[k], np.float32) for k in outs}
-                     for _ in range(2)]
-        self.pending = [None, None]
-        self.turn = 0
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="srcnn-h5write")
-
-    def buffers(self):
-        """The next free set of buffers (once its previous block is written)."""
-        done, self.pending[self.turn] = self.pending[self.turn], None
-        if done is not None:
-            done.result()
-        return self.sets[self.turn]
-
-    def write(self, start, rows):
-        """Write ``rows`` (views of the set :meth:`buffers` gave) at ``start``."""
-        self.pending[self.turn] = self.pool.submit(self._write, start, rows)
-        self.turn ^= 1
-
-    def _write(self, start, rows):
-        for k, a in rows.items():
-            self.outs[k][start:start + len(a)] = a
-
-    def close(self):
-        """Wait for the last writes; their errors are raised here."""
-        for i, f in enumerate(self.pending):
-            self.pending[i] = None
-            if f is not None:
-                f.result()
-
-    def abandon(self):
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _page_cache_blocks(raw, order, block, segment, writer, bar):
-    """The page-cache way of :func:`_shuffled_copy`."""
-    reads = {k: np.empty((min(segment, raw.count),) + raw.shapes[k], np.float32)
-             for k in raw.shapes}
-    for start in range(0, len(order), block):
-        wanted = order[start:start + block]
-        shard, pos = raw.locate(wanted)
-        buffers, rows = writer.buffers(), {}
-        for k in raw.shapes:
-            out = buffers[k][:len(wanted)]
-            for s in np.unique(shard):
-                mine = np.flatnonzero(shard == s)
-                sorter = mine[np.argsort(pos[mine])]
-                at = pos[sorter]
-                total = raw.shard_rows(int(s))
-                bounds = np.searchsorted(at, np.arange(0, total + segment, segment))
-                for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-                    if hi > lo:
-                        base = i * segment
-                        seg = raw.read(k, int(s), base, min(base + segment, total), reads[k])
-                        out[sorter[lo:hi]] = seg[at[lo:hi] - base]
-            rows[k] = out
-        writer.write(start, rows)
-        bar.update(len(wanted))
-
-
-def _bucket_blocks(raw, order, block, segment, bucket_paths, buffers, writer, bar):
-    """The bucket way of :func:`_shuffled_copy`."""
-    n = len(order)
-    final_pos = np.full(raw.count, -1, dtype=np.int64)
-    final_pos[order] = np.arange(n)
-    arrival = np.empty(n, dtype=np.int64)          # bucket slot -> final position
-    written = np.zeros(-(-n // block), dtype=np.int64)
-    reads = {k: np.empty((segment,) + raw.shapes[k], np.float32) for k in raw.shapes}
-    grouped = {k: np.empty_like(b) for k, b in reads.items()}
-    fds = {}
-    try:
-        for k, path in bucket_paths.items():
-            fds[k] = os.open(path, os.O_RDWR)
-            os.ftruncate(fds[k], n * raw.row_bytes[k])
-        for s in range(len(raw.shard_paths)):
-            total = raw.shard_rows(s)
-            for start in range(0, total, segment):
-                stop = min(start + segment, total)
-                dest = final_pos[raw.logical(s, start, stop)]
-                keep = np.flatnonzero(dest >= 0)
-                by_bucket = keep[np.argsort(dest[keep] // block, kind="stable")]
-                buckets = dest[by_bucket] // block
-                bounds = np.concatenate([[0], np.flatnonzero(np.diff(buckets)) + 1,
-                                         [len(buckets)]])
-                for k in fds:
-                    rows = raw.read(k, s, start, stop, reads[k])
-                    g = np.take(rows, by_bucket, axis=0, out=grouped[k][:len(by_bucket)])
-                    for lo, hi in zip(bounds[:-1], bounds[1:]):
-                        if hi > lo:
-                            b = int(buckets[lo])
-                            slot = b * block + int(written[b])
-                            _pwrite_all(fds[k], memoryview(g[lo:hi]).cast("B"),
-                                        slot * raw.row_bytes[k])
-                for lo, hi in zip(bounds[:-1], bounds[1:]):
-                    if hi > lo:
-                        b = int(buckets[lo])
-                        slot = b * block + int(written[b])
-                        arrival[slot:slot + hi - lo] = dest[by_bucket[lo:hi]]
-                        written[b] += hi - lo
-    finally:
-        for fd in fds.values():
-            os.close(fd)
-    for path in raw.shard_paths:          # the rows are all in the buckets now
-        for p in path.values():
-            os.truncate(p, 0)
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        dest = arrival[start:stop] - start
-        permuted, rows = writer.buffers(), {}
-        for k in bucket_paths:
-            got = read_rows(bucket_paths[k], raw.shapes[k], start, stop, buffers[k])
-            out = permuted[k][:stop - start]
-            out[dest] = got
-            rows[k] = out
-        writer.write(start, rows)
-        bar.update(stop - start)
-
-
-def _pwrite_all(fd, buf, offset):
-    while len(buf):
-        done = os.pwrite(fd, buf, offset)
-        buf, offset = buf[done:], offset + done
 
 
 def _write_attrs(h5, params, sources, count, count_extracted):
