@@ -227,14 +227,13 @@ def test_runs_cover_the_images_in_order():
         assert sum(runs, []) == paths
         assert {len(r) for r in runs[:-1]} == {min(8, max(1, 1000 // (16 * workers)))}
     assert cutting._runs(paths[:20], 2) == [[p] for p in paths[:20]]   # short lists: one each
-    assert {len(r) for r in cutting._runs(paths, 1, most=50)[:-1]} == {50}
 
 
 def test_runs_of_several_images_write_the_same_file(photos, tmp_path, monkeypatch):
     paths = list_images(photos) * 2
     one, three = str(tmp_path / "one.h5"), str(tmp_path / "three.h5")
     W.write_h5(one, paths, 3, seed=4, progress=False, workers=1)
-    monkeypatch.setattr(cutting, "_runs", lambda p, w, most: [p[i:i + 3] for i in range(0, len(p), 3)])
+    monkeypatch.setattr(cutting, "_runs", lambda p, w: [p[i:i + 3] for i in range(0, len(p), 3)])
     W.write_h5(three, paths, 3, seed=4, progress=False, workers=2)
     _assert_same(one, three)
 
@@ -249,7 +248,7 @@ def test_at_most_two_runs_per_worker_in_flight(photos, tmp_path, monkeypatch):
             return super().submit(fn, *args, **kwargs)
 
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Counting)
-    monkeypatch.setattr(cutting, "_runs", lambda p, w, most: [p[i:i + 2] for i in range(0, len(p), 2)])
+    monkeypatch.setattr(cutting, "_runs", lambda p, w: [p[i:i + 2] for i in range(0, len(p), 2)])
     paths = list_images(photos) * 3
     seen = []
 

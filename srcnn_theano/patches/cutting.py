@@ -87,11 +87,11 @@ def _runs(tasks, workers, most=8):
     return [tasks[i:i + size] for i in range(0, len(tasks), size)]
 
 
-def cut_images(tasks, targets, params, progress, workers=1, monitor=None, run_images=8):
+def cut_images(tasks, targets, params, progress, workers=1, monitor=None):
     """Cut every image of ``tasks`` (``(path, first)`` each) into ``targets``.
 
-    ``workers`` processes (none for one) cut runs of up to ``run_images``
-    images (:func:`_runs`), at most two runs each in flight; results come
+    ``workers`` processes (none for one) cut runs of up to 8 images
+    (:func:`_runs`), at most two runs each in flight; results come
     back in image order, the progress bar and ``monitor(images_done,
     patches_so_far)`` follow them.
 
@@ -104,7 +104,7 @@ def cut_images(tasks, targets, params, progress, workers=1, monitor=None, run_im
         Patches each image of ``tasks`` gave (0: skipped).
     """
     sources, skipped, counts, patches = [], [], [], 0
-    runs = _runs(list(tasks), workers, run_images)
+    runs = _runs(list(tasks), workers)
     cut = ordered_map(_cut_run, runs, (targets, params), workers)
     try:
         with tqdm(total=len(tasks), desc="patches", unit="img", disable=not progress,

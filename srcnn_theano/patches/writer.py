@@ -50,18 +50,17 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
 
     The images' sizes, read from their headers first, give every patch its
     final row before it is cut. Images are then cut by ``workers`` processes,
-    at most two runs of images each in flight, each patch appended to the
-    bucket of its block of the final order; then the workers read each
-    bucket, put it in order and write it to its rows of the output
-    (:mod:`srcnn_theano.patches.buckets`). No patch travels through a pipe,
-    all I/O is sequential, in time linear in the size (disk needs about twice
-    the output size while writing). Memory stays under about
-    ``memory_budget`` plus the workers' images and stages (32 MiB each)
-    however many images there are. The file is the same, byte for byte in
-    its datasets and attributes, whatever ``workers`` and ``memory_budget``.
-    The output appears (``os.replace``) only once complete; on any error or
-    ``KeyboardInterrupt`` the workers are stopped and the temporary files
-    removed.
+    at most two runs of images each in flight, each patch written to the next
+    free row of its block (bucket) of the output's rows; then the workers
+    sort each bucket in place (:mod:`srcnn_theano.patches.buckets`). No patch
+    travels through a pipe and none is copied to scratch files (8 bytes a
+    patch are); the I/O is in large runs, in time linear in the size. Memory
+    stays under about ``memory_budget`` plus the workers' images and stages
+    (32 MiB each) however many images there are. The file is the same, byte
+    for byte in its datasets and attributes, whatever ``workers`` and
+    ``memory_budget``. The output appears (``os.replace``) only once
+    complete; on any error or ``KeyboardInterrupt`` the workers are stopped
+    and the temporary files removed.
 
     Parameters
     ----------
@@ -87,8 +86,8 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
     progress : bool
         Show tqdm progress bars on stderr.
     memory_budget : int
-        Bytes of patches all workers hold at once while writing the buckets to the
-        output (a block of the final order and its bucket, per worker).
+        Bytes of patches all workers hold at once while sorting the buckets (a
+        bucket and its rows in order, per worker).
     workers : int
         Processes cutting patches (1: this process); :func:`default_workers`
         is the command line's default.
@@ -170,11 +169,9 @@ def _cut_and_shuffle(final_path, scratch, image_paths, params, shapes, memory_bu
             offsets = {k: _chunk_offsets(d) for k, d in outs.items()}
         targets = Buckets(final_pos, block, shapes, final_path, offsets, chunk_rows, slots,
                           shared_counters(buckets))
-        # Runs long enough that each flush appends dozens of rows to each bucket.
-        run_images = max(8, -(-64 * buckets * len(image_paths) // max(1, count_extracted)))
         firsts = np.cumsum([0] + expected[:-1]).tolist()
         sources, skipped, counts = cut_images(list(zip(image_paths, firsts)), targets,
-                                              params, progress, workers, monitor, run_images)
+                                              params, progress, workers, monitor)
         if counts == expected:
             break
         expected = counts
