@@ -171,6 +171,26 @@ def test_image_size_is_the_shape_read_image_gives(tmp_path):
         image_size(str(tmp_path / "bad.png"))
 
 
+def test_what_read_image_refuses_from_the_header_image_size_refuses(tmp_path):
+    """Else every run over such a folder would cut all images twice."""
+    from PIL import Image as PILImage
+
+    from srcnn_theano.image import io
+
+    PILImage.fromarray(np.zeros((20, 30), np.float32)).save(tmp_path / "float.tif")
+    PILImage.fromarray(_image((40, 50, 3), 1)).save(tmp_path / "big.png")
+    with pytest.raises(SRCNNError, match="floating-point"):
+        image_size(str(tmp_path / "float.tif"))
+    old = io._pixel_limit
+    try:
+        io.set_pixel_limit(1000)
+        for f in (image_size, read_image):
+            with pytest.raises(SRCNNError, match="big.png: 50x40 is 0.0 million pixels"):
+                f(str(tmp_path / "big.png"))
+    finally:
+        io.set_pixel_limit(old)
+
+
 def test_expected_counts_are_the_counts_cut(photos):
     paths = list_images(photos)
     for options in ({}, {"augment": True}):

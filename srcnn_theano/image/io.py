@@ -135,11 +135,7 @@ def read_photo(path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
-                w, h = im.size
-                if w * h > _pixel_limit:
-                    raise SRCNNError(f"{path}: {w}x{h} is {w * h / 1e6:.1f} million pixels, over "
-                                     f"the limit of {_pixel_limit / 1e6:g} million "
-                                     "(--max-pixels raises it)")
+                _check_header(im, path)
                 frames = getattr(im, "n_frames", 1)
                 if frames > 1:
                     print(f"note: {path} has {frames} frames; using the first", file=sys.stderr)
@@ -161,6 +157,16 @@ _READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeEr
                 IndexError, EOFError, Image.DecompressionBombError, MemoryError)
 
 
+def _check_header(im, path):
+    """What the header alone rules out: too many pixels, floating-point pixels."""
+    w, h = im.size
+    if w * h > _pixel_limit:
+        raise SRCNNError(f"{path}: {w}x{h} is {w * h / 1e6:.1f} million pixels, over "
+                         f"the limit of {_pixel_limit / 1e6:g} million (--max-pixels raises it)")
+    if im.mode == "F":
+        raise SRCNNError(f"unsupported floating-point image: {path}")
+
+
 def image_size(path):
     """``(H, W)`` of the array :func:`read_photo` would return (EXIF orientation applied),
     from the file's header alone (no decoding: tens of microseconds).
@@ -168,13 +174,15 @@ def image_size(path):
     Raises
     ------
     SRCNNError
-        A file Pillow cannot open. A file whose header opens may still fail
-        to decode in :func:`read_photo`.
+        What :func:`read_photo` can tell from the header: a file Pillow cannot
+        open, too many pixels, floating-point pixels. A file whose header opens
+        may still fail to decode in :func:`read_photo`.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
+                _check_header(im, path)
                 w, h = im.size
                 if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):   # exif_transpose turns it
                     h, w = w, h
@@ -203,8 +211,6 @@ def _to_array(im, path):
         if arr.min() < 0 or arr.max() > 65535:
             raise SRCNNError(f"unsupported 32-bit integer image: {path}")
         return arr.astype(np.uint16)
-    elif mode == "F":
-        raise SRCNNError(f"unsupported floating-point image: {path}")
     arr = np.array(im)
     if arr.dtype not in (np.uint8, np.uint16) or arr.ndim not in (2, 3):
         raise SRCNNError(f"unsupported pixel type {arr.dtype} {arr.shape} in {path}")
