@@ -150,7 +150,7 @@ def _cut_and_shuffle(final_path, scratch, image_paths, params, shapes, memory_bu
     later image's patches: the images are then cut again with the numbers
     they gave.
     """
-    expected = expected_counts(image_paths, params)
+    expected = expected_counts(image_paths, params, progress)
     slots = scratch("slots")
     for attempt in range(2):
         count_extracted = sum(expected)
