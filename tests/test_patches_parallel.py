@@ -111,6 +111,9 @@ def test_chunks_are_allocated_unfilled(photos, tmp_path):
             plist = f[k].id.get_create_plist()
             assert plist.get_fill_time() == h5py.h5d.FILL_TIME_NEVER
             assert plist.get_alloc_time() == h5py.h5d.ALLOC_TIME_EARLY
+            # where the workers write each chunk: the same found either way
+            assert np.array_equal(W._chunk_offsets(f[k]), W._chunk_offsets(f[k], iterate=False))
+            assert len(W._chunk_offsets(f[k])) == -(-len(f[k]) // P.CHUNK_ROWS)
 
 
 def test_a_small_stage_gives_the_same_file(photos, tmp_path, monkeypatch):

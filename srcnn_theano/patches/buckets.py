@@ -29,9 +29,11 @@ def pwrite_all(fd, buf, offset):
 
 
 def pread_into(fd, buf, offset):
-    """Fill ``buf`` (a writable byte memoryview) from ``offset``; OSError if the file ends."""
+    """Fill ``buf`` (a writable byte memoryview) from ``offset`` (moves the fd's position);
+    OSError if the file ends."""
+    os.lseek(fd, offset, os.SEEK_SET)
     while len(buf):
-        got = os.preadv(fd, [buf], offset)
+        got = os.readv(fd, [buf])      # (os.preadv is missing on macOS)
         if not got:
             raise OSError(f"file shorter than expected (at byte {offset})")
         buf, offset = buf[got:], offset + got
