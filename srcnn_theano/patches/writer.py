@@ -56,7 +56,9 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
     travels through a pipe and none is copied to scratch files (8 bytes a
     patch are); the I/O is in large runs, in time linear in the size. Memory
     stays under about ``memory_budget`` plus the workers' images and stages
-    (32 MiB each) however many images there are. The file is the same, byte
+    (32 MiB each) however many images there are, plus 8 bytes a patch (the
+    final row of every patch, shared with the workers; 16 while the
+    permutation is drawn). The file is the same, byte
     for byte in its datasets and attributes, whatever ``workers`` and
     ``memory_budget``. The output appears (``os.replace``) only once
     complete; on any error or ``KeyboardInterrupt`` the workers are stopped
