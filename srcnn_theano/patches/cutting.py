@@ -88,13 +88,13 @@ def _runs(tasks, workers, most=8):
     return [tasks[i:i + size] for i in range(0, len(tasks), size)]
 
 
-def cut_images(tasks, targets, params, progress, workers=1, monitor=None):
+def cut_images(tasks, targets, params, progress, workers=1, monitor=None, warn=True):
     """Cut every image of ``tasks`` (``(path, first)`` each) into ``targets``.
 
     ``workers`` processes (none for one) cut runs of up to 8 images
     (:func:`_runs`), at most two runs each in flight; results come
     back in image order, the progress bar and ``monitor(images_done,
-    patches_so_far)`` follow them.
+    patches_so_far)`` follow them; ``warn``: a ``warning:`` line for each image skipped.
 
     Returns
     -------
@@ -113,7 +113,7 @@ def cut_images(tasks, targets, params, progress, workers=1, monitor=None):
             for results in cut:
                 for name, digest, rows in results:
                     if digest is None:
-                        _skip(skipped, name, rows)
+                        _skip(skipped, name, rows, warn)
                         counts.append(0)
                     else:
                         sources.append((name, digest, rows))
@@ -127,6 +127,7 @@ def cut_images(tasks, targets, params, progress, workers=1, monitor=None):
     return sources, skipped, counts
 
 
-def _skip(skipped, name, reason):
-    tqdm.write(f"warning: skipping {name}: {reason}", file=sys.stderr)
+def _skip(skipped, name, reason, warn):
+    if warn:
+        tqdm.write(f"warning: skipping {name}: {reason}", file=sys.stderr)
     skipped.append((name, reason))

@@ -173,7 +173,8 @@ def _cut_and_shuffle(final_path, scratch, image_paths, params, shapes, memory_bu
                           shared_counters(buckets))
         firsts = np.cumsum([0] + expected[:-1]).tolist()
         sources, skipped, counts = cut_images(list(zip(image_paths, firsts)), targets,
-                                              params, progress, workers, monitor)
+                                              params, progress, workers, monitor,
+                                              warn=attempt == 0)
         if counts == expected:
             break
         expected = counts
