@@ -1,6 +1,6 @@
 """Writing the HDF5 patch file, atomically: every patch's final row from the images'
-headers, the patches cut into buckets by the workers, each bucket then written to its
-block of the output (:mod:`srcnn_theano.patches.buckets`).
+headers, the patches cut by the workers straight into their block (bucket) of the
+output's rows, then each bucket sorted in place (:mod:`srcnn_theano.patches.buckets`).
 
 The layout is :mod:`srcnn_theano.patches.store`'s.
 """
@@ -58,11 +58,11 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
     stays under about ``memory_budget`` plus the workers' images and stages
     (32 MiB each) however many images there are, plus 8 bytes a patch (the
     final row of every patch, shared with the workers; 16 while the
-    permutation is drawn). The file is the same, byte
-    for byte in its datasets and attributes, whatever ``workers`` and
-    ``memory_budget``. The output appears (``os.replace``) only once
-    complete; on any error or ``KeyboardInterrupt`` the workers are stopped
-    and the temporary files removed.
+    permutation is drawn). The file is the same, byte for byte in its
+    datasets and attributes, whatever ``workers`` and ``memory_budget``. The
+    output appears (``os.replace``) only once complete; on any error or
+    ``KeyboardInterrupt`` the workers are stopped and the temporary files
+    removed.
 
     Parameters
     ----------
