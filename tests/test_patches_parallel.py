@@ -130,6 +130,32 @@ def test_a_small_stage_gives_the_same_file(photos, tmp_path, monkeypatch):
         _assert_same(ref, out)
 
 
+def test_a_bucket_never_takes_more_rows_than_it_holds(tmp_path):
+    """Rows beyond a full bucket (an image that gave more patches than its header
+    promised) are not written over the next bucket's rows, and the bucket says so."""
+    from srcnn_theano.patches import workers
+
+    shapes = {"data": (1, 2, 2), "label": (1, 1, 1)}
+    path, slots = str(tmp_path / "f.h5"), tmp_path / "slots"
+    slots.write_bytes(b"")
+    with h5py.File(path, "w") as f:
+        offsets = {k: W._chunk_offsets(d) for k, d in W._create_datasets(f, shapes, 256).items()}
+    b = buckets.Buckets(np.arange(256), 128, shapes, path, offsets, 128, str(slots),
+                        workers.shared_counters(2))
+    data = np.arange(256 * 4, dtype=np.float32).reshape(256, 1, 2, 2)
+    label = np.arange(256, dtype=np.float32).reshape(256, 1, 1, 1)
+    b.put(data, label, 0)
+    b.flush()
+    b.put(data[:64] + 1000, label[:64] + 1000, 0)     # 64 more for the full bucket 0
+    b.flush()
+    with h5py.File(path, "r") as f:
+        assert np.array_equal(f["data"][...], data) and np.array_equal(f["label"][...], label)
+    assert b.taken[0] == 192
+    with pytest.raises(OSError, match="holds 192 rows, not 128"):
+        b.assemble(0)
+    assert b.assemble(1) == 128
+
+
 # --------------------------------------------------------------------------
 # Every patch's place, from the images' headers
 # --------------------------------------------------------------------------
