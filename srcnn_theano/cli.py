@@ -110,6 +110,19 @@ def _cmd_figure(args):
           f"SRCNN {report['srcnn_psnr']:.2f} dB", file=sys.stderr)
 
 
+def _cmd_export(args):
+    from srcnn_theano.apps.export import export, format_of
+
+    if args.weights is None and args.scale is None:
+        raise SRCNNError("give --scale S (the shipped model for xS) or --weights FILE")
+    fmt = format_of(args.output, args.format)   # before reading anything
+    weights, scale = _weights_and_scale(args)
+    export(weights, args.output, scale, fmt, args.padding,
+           inputs=[args.weights] if args.weights else [], force=args.force)
+    print(f"wrote {args.output}: SRCNN {weights.name} x{scale}, {fmt}, {args.padding} padding",
+          file=sys.stderr)
+
+
 def _cmd_bench(args):
     from srcnn_theano.apps.speed import run_from_args
 
@@ -206,6 +219,20 @@ def build_parser():
     fg.add_argument("--crop", type=int, nargs=4, metavar=("TOP", "LEFT", "H", "W"))
     fg.add_argument("--force", action="store_true", help="replace an existing output")
     fg.set_defaults(func=_cmd_figure)
+
+    ex = sub.add_parser("export", help="write a model as ONNX (the network, for onnxruntime) or "
+                                       "safetensors (PyTorch Conv2d weights)")
+    _add_weights_options(ex)
+    ex.add_argument("-o", "--output", required=True, metavar="FILE",
+                    help="output file: *.onnx or *.safetensors (or see --format)")
+    ex.add_argument("--format", choices=("onnx", "safetensors"),
+                    help="default: from the output's extension")
+    ex.add_argument("--padding", choices=("replicate", "same"), default="replicate",
+                    help="per-layer padding in the ONNX graph, recorded in both formats: replicate "
+                         "(the authors' test-time rule, default) or same (zeros)")
+    ex.add_argument("--force", action="store_true",
+                    help="replace an existing output (never an input: that is always refused)")
+    ex.set_defaults(func=_cmd_export)
 
     from srcnn_theano.apps.speed import add_arguments as _bench_arguments
     bn = sub.add_parser("bench", help="speed: predict on one SIZE x SIZE image and one training "
