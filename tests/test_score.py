@@ -106,11 +106,14 @@ def test_matlab_modcrops_the_ground_truth_and_accepts_either_sr_size():
         score_images(hr, hr[:30, :31], 3, "matlab", sr_name="x.png")
 
 
-def test_basicsr_needs_equal_sizes():
+def test_basicsr_takes_the_ground_truth_size_or_its_modcrop_only():
+    """HR 31x32 at x3: SR 31x32 or 30x30 (the GT cropped to it); 30x31, 30x32, 29x30 are refused."""
     hr = uniform((31, 32, 3), 90)
-    with pytest.raises(SRCNNError, match="sizes must match"):
-        score_images(hr, hr[:30, :30], 3, "basicsr", sr_name="x.png")
     assert score_images(hr, hr, 3, "basicsr")["psnr"] == float("inf")
+    assert score_images(hr, hr[:30, :30], 3, "basicsr")["psnr"] == float("inf")
+    for h, w in ((30, 31), (30, 32), (29, 30)):
+        with pytest.raises(SRCNNError, match=rf"x\.png is {h}x{w}.*needs 31x32 \(basicsr: or 30x30"):
+            score_images(hr, hr[:h, :w], 3, "basicsr", sr_name="x.png")
 
 
 def test_colour_results_for_a_gray_ground_truth():
@@ -243,3 +246,97 @@ def test_score_command_errors_are_one_line(folders, tmp_path):
     _save(sr, "bird_GT.png", a[:29])
     res = run_cli("score", "--hr", str(hr), "--sr", str(sr), "--scale", "3")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "bird_GT.png is 29x30" in res.stderr
+
+
+# --------------------------------------------------------------------------
+# basicsr on a real image whose size is not a multiple of the scale
+# --------------------------------------------------------------------------
+
+def _basicsr_y(bgr):
+    """BasicSR's ``to_y_channel`` (``metric_util``) of uint8 BGR, with ``bgr2ycbcr(y_only=True)``."""
+    img = bgr.astype(np.float32) / 255.
+    y = np.dot(img, [24.966, 128.553, 65.481]) + 16.0    # bgr2ycbcr, float32 in: float64 out
+    y = (y / 255.).astype(np.float32)                     # _convert_output_type_range(float32)
+    return y[..., None] * 255.
+
+
+def _basicsr_ssim_plane(a, b):
+    """BasicSR's ``_ssim``: 11x11 Gaussian (sigma 1.5) window, 'valid' part, mean of the map."""
+    from scipy.signal import correlate2d
+
+    g = np.exp(-(np.arange(11) - 5.0) ** 2 / (2 * 1.5 ** 2))
+    g /= g.sum()
+    win = np.outer(g, g)
+    f = lambda x: correlate2d(x, win, mode="valid")  # noqa: E731
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu1, mu2 = f(a), f(b)
+    s1, s2, s12 = f(a * a) - mu1 ** 2, f(b * b) - mu2 ** 2, f(a * b) - mu1 * mu2
+    m = ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1 ** 2 + mu2 ** 2 + c1) * (s1 + s2 + c2))
+    return m.mean()
+
+
+def basicsr_reference(gt_rgb, sr_rgb, scale):
+    """What BasicSR reports for an SR image made from an LR image of ``sr.shape / scale``.
+
+    ``PairedImageDataset`` crops the GT to ``img_gt[0:lq_h * scale, 0:lq_w * scale]``;
+    ``calculate_psnr`` / ``calculate_ssim`` (``crop_border=scale``,
+    ``test_y_channel=True``) crop the border, take the Y of the BGR images
+    and measure in float64.
+    """
+    lq_h, lq_w = sr_rgb.shape[0] // scale, sr_rgb.shape[1] // scale
+    gt = gt_rgb[0:lq_h * scale, 0:lq_w * scale, ::-1]
+    sr = sr_rgb[..., ::-1]
+    c = scale
+    gt, sr = gt[c:-c, c:-c], sr[c:-c, c:-c]
+    a, b = _basicsr_y(gt).astype(np.float64), _basicsr_y(sr).astype(np.float64)
+    mse = np.mean((a - b) ** 2)
+    psnr = 10. * np.log10(255. * 255. / mse)
+    return psnr, np.mean([_basicsr_ssim_plane(a[..., i], b[..., i]) for i in range(a.shape[2])])
+
+
+def _bicubic_sr(hr, scale):
+    """A plausible SR image: the modcropped ground truth down by MATLAB bicubic (uint8), then up."""
+    from srcnn_theano.image.imresize import imresize, modcrop
+
+    lr = imresize(modcrop(hr, scale), scale=1.0 / scale)
+    return imresize(lr, scale=scale)
+
+
+@pytest.mark.parametrize("name, scale", [("head_GT.bmp", 3), ("woman_GT.bmp", 3), ("baby_GT.bmp", 3)])
+def test_basicsr_modcropped_sr_matches_basicsrs_formulas(name, scale):
+    from srcnn_theano.image.io import read_image
+    from conftest import require_data
+
+    hr = read_image(require_data("Set5", name))
+    assert hr.shape[0] % scale or hr.shape[1] % scale          # a size that needs the crop
+    sr = _bicubic_sr(hr, scale)
+    assert sr.dtype == np.uint8 and sr.shape[:2] == (hr.shape[0] // scale * scale,
+                                                     hr.shape[1] // scale * scale)
+    got = score_images(hr, sr, scale, "basicsr")
+    psnr, ssim = basicsr_reference(hr, sr, scale)
+    assert 20 < psnr < 40
+    assert got["psnr"] == pytest.approx(psnr, abs=1e-9)
+    assert got["ssim"] == pytest.approx(ssim, abs=1e-9)
+
+
+def test_score_command_basicsr_accepts_modcropped_sr(tmp_path):
+    from srcnn_theano.image.io import read_image
+    from conftest import require_data
+
+    src = require_data("Set5", "head_GT.bmp")
+    hr = read_image(src)                                   # 280x280: 279x279 at x3
+    sr = _bicubic_sr(hr, 3)
+    hr_dir = tmp_path / "hr"
+    hr_dir.mkdir()
+    os.symlink(src, hr_dir / "head_GT.bmp")
+    _save(tmp_path / "sr", "head.png", sr)
+    res = run_cli("score", "--hr", str(hr_dir), "--sr", str(tmp_path / "sr"), "--scale", "3",
+                  "--protocol", "basicsr", "--json")
+    assert res.returncode == 0, res.stderr
+    want, _ = basicsr_reference(hr, sr, 3)
+    assert json.loads(res.stdout)["images"][0]["psnr"] == pytest.approx(want, abs=1e-9)
+    _save(tmp_path / "sr", "head.png", sr[:, :278])
+    res = run_cli("score", "--hr", str(hr_dir), "--sr", str(tmp_path / "sr"), "--scale", "3",
+                  "--protocol", "basicsr")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert "head.png is 279x278" in res.stderr and "head_GT.bmp needs 280x280" in res.stderr

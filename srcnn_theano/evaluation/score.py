@@ -20,9 +20,12 @@ here follows one source exactly.
     them (``cv2.IMREAD_COLOR``: a gray file becomes three equal channels).
     Y = 16 + 65.481 R + 128.553 G + 24.966 B on inputs in [0, 1], computed as
     BasicSR does (float32 inputs, float64 products, result stored as float32,
-    times 255): in [16, 235], not rounded. No modcrop: the sizes must match
-    (BasicSR's test datasets crop the GT to the LR size times the scale
-    before this; ``benchmark`` does the same). PSNR = 10 log10(255^2 / MSE)
+    times 255): in [16, 235], not rounded. The SR image has the ground
+    truth's size, or that size rounded down to a multiple of the scale (an
+    LR image's size times the scale); then the ground truth is cropped to it,
+    keeping the top-left, as BasicSR's ``PairedImageDataset`` crops the GT to
+    the LR size times the scale before it measures (``benchmark`` does the
+    same). Any other size is an error. PSNR = 10 log10(255^2 / MSE)
     in float64; SSIM is BasicSR's own (OpenCV 11x11 Gaussian window, sigma
     1.5, 'valid' crop), not scikit-image's.
 ``rgb``: PSNR over the three RGB channels
@@ -110,11 +113,15 @@ def _size_error(sr_name, sr, hr_name, want, why):
 def _aligned(hr, sr, scale, protocol, hr_name, sr_name):
     """HR and SR cropped to the protocol's size (uint8/uint16 arrays, alpha dropped)."""
     hr, sr = drop_alpha(hr), drop_alpha(sr)
-    if protocol == "basicsr":
-        if hr.shape[:2] != sr.shape[:2]:
-            raise _size_error(sr_name, sr, hr_name, hr.shape, "basicsr: the sizes must match, no modcrop")
-        return hr, sr
     cropped = modcrop(hr, scale)
+    if protocol == "basicsr":
+        if sr.shape[:2] == hr.shape[:2]:
+            return hr, sr
+        if sr.shape[:2] != cropped.shape[:2]:
+            raise _size_error(sr_name, sr, hr_name, hr.shape,
+                              f"basicsr: or {cropped.shape[0]}x{cropped.shape[1]}, its size rounded "
+                              f"down to a multiple of {scale}")
+        return cropped, sr
     if sr.shape[:2] == hr.shape[:2]:
         sr = modcrop(sr, scale)
     elif sr.shape[:2] != cropped.shape[:2]:
