@@ -7,7 +7,7 @@ The pipeline, one folder per stage, data flowing one way::
     network/     conv_ops, model (Lasagne), functions (compiled Theano), weights, inference
     evaluation/  metrics (PSNR/SSIM), protocol (the authors' test), datasets
     training/    config, data, checkpoint, loop
-    apps/        upscale, figure, benchmark, demo, speed
+    apps/        upscale, figure, benchmark, demo, speed, export (ONNX, safetensors)
 
 ``errors`` (the one error type and command-line runner) and ``files``
 (atomic writes, hashes) serve all of them; ``blas``, ``gpu`` and ``backend``

@@ -209,10 +209,11 @@ def test_export_command_and_its_errors(tmp_path):
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
 
 
-def test_onnx_and_safetensors_are_imported_by_export_only():
+def test_onnx_and_safetensors_are_imported_by_export_only_and_it_needs_no_theano():
+    """Importing the modules (export included) loads none of them; export's functions do."""
     code = ("import sys, srcnn_theano.cli, srcnn_theano.network.weights, srcnn_theano.evaluation.score, "
             "srcnn_theano.apps.export; "
-            "print([m for m in ('onnx', 'onnxruntime', 'safetensors') if m in sys.modules])")
+            "print([m for m in ('onnx', 'onnxruntime', 'safetensors', 'theano') if m in sys.modules])")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr
 
