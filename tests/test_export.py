@@ -111,11 +111,11 @@ def check_files(weights, scale, padding, tmp_path, images, predictor):
         assert got.shape == ref.shape and np.abs(got - ref).max() <= TOLERANCE
     state = load_file(st_path)
     a = weights.architecture
+    f32 = np.float32
     assert {k: (v.dtype, v.shape) for k, v in state.items()} == {
-        "conv1.weight": (np.float32, (a["n1"], a["channels"], a["f1"], a["f1"])), "conv1.bias": (np.float32, (a["n1"],)),
-        "conv2.weight": (np.float32, (a["n2"], a["n1"], a["f2"], a["f2"])), "conv2.bias": (np.float32, (a["n2"],)),
-        "conv3.weight": (np.float32, (a["channels"], a["n2"], a["f3"], a["f3"])),
-        "conv3.bias": (np.float32, (a["channels"],))}
+        "conv1.weight": (f32, (a["n1"], a["channels"], a["f1"], a["f1"])), "conv1.bias": (f32, (a["n1"],)),
+        "conv2.weight": (f32, (a["n2"], a["n1"], a["f2"], a["f2"])), "conv2.bias": (f32, (a["n2"],)),
+        "conv3.weight": (f32, (a["channels"], a["n2"], a["f3"], a["f3"])), "conv3.bias": (f32, (a["channels"],))}
     for x, ref in zip(images[2:], want[2:]):   # one image: the float64 loops are the slow part
         assert np.abs(correlate_network(state, x, padding) - ref).max() <= TOLERANCE
     with safe_open(st_path, "np") as f:

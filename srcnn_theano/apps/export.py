@@ -194,7 +194,8 @@ def onnx_model(weights, scale=None, padding="replicate"):
 
 def safetensors_bytes(weights, scale=None, padding="replicate"):
     """The safetensors file's bytes: :func:`torch_state` plus :func:`metadata`."""
-    return _require("safetensors.numpy").save(torch_state(weights), metadata=metadata(weights, scale, padding))
+    save = _require("safetensors.numpy").save
+    return save(torch_state(weights), metadata=metadata(weights, scale, padding))
 
 
 def export(weights, path, scale=None, fmt=None, padding="replicate", inputs=(), force=False):
