@@ -156,12 +156,12 @@ def test_without_hard_links_a_failed_rename_leaves_no_empty_output(tmp_path, mon
     assert os.listdir(tmp_path) == []
 
 
-def _other_process_writes_first(monkeypatch, content=b"the other process's"):
-    """Hook: the first publication finds its name just taken by someone else."""
+def _other_process_writes_first(monkeypatch, target, content=b"the other process's"):
+    """Hook: the publication of ``target`` finds its name just taken by someone else."""
     original, names = files.publish, []
 
     def publish(tmp, path, replace=False):
-        if not names:
+        if path == str(target) and not names:
             names.append(path)
             with open(path, "wb") as f:
                 f.write(content)
@@ -191,7 +191,7 @@ def test_every_writer_publishes_exclusively_without_force(writer, tmp_path, monk
     }[writer]
     target = str(out / {"weights": "w.npz", "image": "a.png", "patch file": "p.h5",
                         "benchmark": "benchmark.md"}[writer])
-    names = _other_process_writes_first(monkeypatch)
+    names = _other_process_writes_first(monkeypatch, target)
     with pytest.raises(OutputExistsError, match="written by another process meanwhile"):
         write(target, False)
     assert names == [target]
@@ -204,14 +204,57 @@ def test_every_writer_publishes_exclusively_without_force(writer, tmp_path, monk
     assert temps(out) == []
 
 
+@pytest.fixture(scope="module")
+def weights():
+    return Weights(random_arrays(ARCH_915, std=0.05), ARCH_915, scale=2)
+
+
+@pytest.mark.parametrize("writer", ["evaluate --save-dir", "figure", "upscale"])
+def test_writers_of_network_outputs_publish_exclusively_without_force(writer, weights, tmp_path,
+                                                                      monkeypatch):
+    from srcnn_theano.apps.figure import save_comparison
+    from srcnn_theano.apps.upscale import upscale_files
+    from srcnn_theano.evaluation.protocol import evaluate_images
+    from srcnn_theano.network.inference import Predictor
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(photo(30, 30)).save(src / name)
+    out = tmp_path / "out"
+    out.mkdir()
+    if writer == "evaluate --save-dir":
+        target, folder = out / "SRCNN" / "img.png", out / "SRCNN"
+        write = lambda force: evaluate_images([("img.png", photo(30, 30))], 2, weights,  # noqa: E731
+                                              save_dir=str(out), force=force)
+    elif writer == "figure":
+        target, folder = out / "fig.png", out
+        write = lambda force: save_comparison(str(target), photo(40, 40), 2,  # noqa: E731
+                                              Predictor(weights), replace=force)
+    else:   # a folder of images: the first output taken stops the run
+        target, folder = out / "a.png", out
+        pairs = [(str(src / n), str(out / n)) for n in ("a.png", "b.png")]
+        write = lambda force: upscale_files(pairs, 2, weights, progress=False,  # noqa: E731
+                                            force=force)
+    names = _other_process_writes_first(monkeypatch, target)
+    with pytest.raises(OutputExistsError, match="written by another process meanwhile"):
+        write(False)
+    assert names == [str(target)] and target.read_bytes() == b"the other process's"
+    assert os.listdir(folder) == ["img.png" if writer.startswith("evaluate") else "fig.png"
+                                  if writer == "figure" else "a.png"]
+    assert [n for _, _, fs in os.walk(tmp_path) for n in fs if n.startswith(".tmp-")] == []
+    write(True)
+    assert target.read_bytes() != b"the other process's" and temps(folder) == []
+
+
 # --------------------------------------------------------------------------
 # Two processes, one output
 # --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def weights_file(tmp_path_factory):
+def weights_file(weights, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("w") / "x2.npz")
-    save(path, Weights(random_arrays(ARCH_915, std=0.05), ARCH_915, scale=2))
+    save(path, weights)
     return path
 
 
