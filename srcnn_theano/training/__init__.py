@@ -15,6 +15,6 @@ from srcnn_theano.training.data import prepare_h5
 from srcnn_theano.training.loop import (DivergedError, TrainingInterrupted, TrainResult,
                                         compiled_trainer, resume, train)
 
-__all__ = ["LOG_FIELDS", "TrainState", "clear_run", "hold_run", "load_checkpoint", "PRESETS", "TrainConfig",
-           "prepare_h5", "DivergedError",
+__all__ = ["LOG_FIELDS", "TrainState", "clear_run", "hold_run", "load_checkpoint", "PRESETS",
+           "TrainConfig", "prepare_h5", "DivergedError",
            "TrainingInterrupted", "TrainResult", "compiled_trainer", "resume", "train"]

@@ -177,7 +177,7 @@ def resume(run_dir, epochs=None, command=None, progress=True, memory_budget=DEFA
     stretched from the resume point on). The run folder is held by this
     process while it trains (:func:`hold_run`).
     """
-    if not os.path.isdir(run_dir):
+    if not os.path.isfile(os.path.join(run_dir, "last.npz")):   # no .lock in a folder without a run
         raise SRCNNError(f"no checkpoint to resume from: {os.path.join(run_dir, 'last.npz')}")
     with hold_run(run_dir):
         return _resume(run_dir, epochs, command, progress, memory_budget, callback)
