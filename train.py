@@ -15,7 +15,9 @@ The paper's setup (preset ``paper``, the default whenever data are given)::
     python train.py --resume runs/x3                # after Ctrl-C or to add --epochs
 
 Errors are printed as one ``error: ...`` line on stderr with exit status 2
-(3 when the training diverges, 130 when interrupted).
+(3 when the training diverges, 130 when interrupted). One training at a
+time holds a run folder: a second one there (new or ``--resume``) stops at
+once with status 2, naming the folder and the pid of the one that holds it.
 """
 import argparse
 import os
@@ -158,14 +160,16 @@ def _run_train(args, command, say):
         f"{' (the paper recipe)' if (args.preset or 'paper') == 'paper' else ''}:\n"
         f"{config.describe(args.preset or 'paper')}\n"
         f"  data           = {args.train or args.images}\n  validation     = {val}\n  run folder     = {out}")
-    h5 = args.train
-    if args.images:
-        training.clear_run(out, args.force)  # before cutting patches into a folder holding a run
-        h5 = training.prepare_h5(args.images, out, config, input_size=args.input_size or 33,
-                                 stride=args.stride or 14, force=args.force, progress=not args.quiet)
-    return training.train(config, h5, val, out, force=args.force, command=command,
-                          progress=not args.quiet, memory_budget=args.memory_mb << 20,
-                          init_weights=args.init_weights)
+    with training.hold_run(out):   # before anything is written there, until the process ends
+        h5 = args.train
+        if args.images:
+            training.clear_run(out, args.force)  # before cutting patches into a folder holding a run
+            h5 = training.prepare_h5(args.images, out, config, input_size=args.input_size or 33,
+                                     stride=args.stride or 14, force=args.force,
+                                     progress=not args.quiet)
+        return training.train(config, h5, val, out, force=args.force, command=command,
+                              progress=not args.quiet, memory_budget=args.memory_mb << 20,
+                              init_weights=args.init_weights)
 
 
 def _run_demo(args, command, say):

@@ -66,7 +66,7 @@ def _cmd_upscale(args):
 
     weights, scale = _weights_and_scale(args)
     pairs = output_paths([args.input], args.output, force=args.force)
-    failed = upscale_files(pairs, scale, weights, quality=args.quality,
+    failed = upscale_files(pairs, scale, weights, quality=args.quality, force=args.force,
                            **({} if args.tile is None else {"tile": args.tile}))
     done = len(pairs) - len(failed)
     if len(pairs) > 1 or not failed:
@@ -105,7 +105,7 @@ def _cmd_figure(args):
     weights, scale = _weights_and_scale(args)
     crop = tuple(args.crop) if args.crop else None
     report = save_comparison(args.output, read_image(args.image), scale, Predictor(weights),
-                             name=os.path.basename(args.image), crop=crop)
+                             name=os.path.basename(args.image), crop=crop, replace=args.force)
     print(f"wrote {args.output}: bicubic {report['bicubic_psnr']:.2f} dB, "
           f"SRCNN {report['srcnn_psnr']:.2f} dB", file=sys.stderr)
 

@@ -12,3 +12,11 @@ class SRCNNError(Exception):
     """A problem with the user's input; ``exit_status`` is what a command line exits with."""
 
     exit_status = 2
+
+
+class OutputExistsError(SRCNNError):
+    """An output's name was taken by another process between the check and the publication.
+
+    Nothing was replaced; the temporary file is removed
+    (:func:`srcnn_theano.files.publish`).
+    """

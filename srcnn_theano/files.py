@@ -1,34 +1,56 @@
 """Files the project writes, and how it identifies files it reads.
 
-One home for three ideas:
+One home for these ideas:
 
 * **Atomic writes.** Every output (images, weights, checkpoints, logs, HDF5
   patch files, tables) is written to a temporary file in the destination
-  folder, named ``.tmp-<final name>-<pid>-<random><suffix>``, and renamed
-  onto its final name (``os.replace``) only once complete, with the mode a
-  plainly created file would get (0666 less the umask; ``mkstemp`` uses
-  0600). On any error or interruption the temporary file is removed, so a
-  final name never holds a partial file. A process killed outright
-  (``kill -9``, the OOM killer) cannot clean up: the next write of the same
-  output removes the temporary files whose process is gone, and says so on
-  stderr (:func:`remove_stale_temps`).
+  folder, named ``.tmp-<final name>-<pid>-<random><suffix>``, and given its
+  final name (:func:`publish`) only once complete, with the mode a plainly
+  created file would get (0666 less the umask; ``mkstemp`` uses 0600). On
+  any error or interruption the temporary file is removed, so a final name
+  never holds a partial file. A process killed outright (``kill -9``, the
+  OOM killer) cannot clean up: the next write of the same output removes
+  the temporary files whose process is gone, and says so on stderr
+  (:func:`remove_stale_temps`).
+* **Exclusive publication.** An output that must not replace a file
+  (every output named by the user, without ``--force``) is published by a
+  step that fails if the name exists: a hard link of the finished temporary
+  file to the final name. Of two processes racing for one name exactly one
+  wins; the other gets :class:`~srcnn_theano.errors.OutputExistsError` and
+  its temporary file is removed. With ``replace`` the temporary file is
+  renamed over the name (``os.replace``): the last complete write wins, and
+  no reader ever sees a torn file. On a filesystem without hard links the
+  exclusive step is an exclusive create of the final name
+  (``O_CREAT | O_EXCL``), then the rename onto it (docs/concurrent-runs.md).
 * **Outputs never replace inputs.** :func:`check_outputs` refuses an output
   that is one of the inputs (the same path, a hard or symbolic link to it),
   and any other existing output unless the user asked to replace it
-  (``--force``): the one rule of every command.
+  (``--force``): the one rule of every command. It runs before the work,
+  to fail fast; the guard against another process is the exclusive
+  publication.
+* **One process per folder.** :func:`hold_folder` takes an exclusive lock
+  (``flock``) on ``<folder>/.lock`` for as long as a process works in a
+  folder that only one may write at a time (a training's run folder).
 * **File hashes.** :func:`sha256_file` identifies training images, patch
   files and initial weights in provenance records.
 """
 import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import re
 import sys
 import tempfile
 
-from srcnn_theano.errors import SRCNNError
+from srcnn_theano.errors import OutputExistsError, SRCNNError
 
 TEMP_PREFIX = ".tmp-"
+LOCK_NAME = ".lock"   #: the lock file :func:`hold_folder` keeps in a folder
+#: ``os.link`` errors that mean the filesystem has no hard links (FAT, some network and FUSE
+#: filesystems): :func:`publish` falls back to an exclusive create of the final name.
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.ENOSYS,
+                  errno.EMLINK}
 
 
 def new_file_mode():
@@ -167,8 +189,76 @@ def check_writable_folder(folder):
         raise SRCNNError(f"output folder is not writable: {folder}")
 
 
+def publish(tmp, path, replace=False):
+    """Give the complete file ``tmp`` the name ``path``; ``tmp`` is gone afterwards, whatever happens.
+
+    Parameters
+    ----------
+    tmp : str
+        The finished file, in ``path``'s folder (a name from :func:`scratch_file`).
+    path : str
+        Its final name.
+    replace : bool
+        False: exclusive. ``os.link(tmp, path)`` fails if ``path`` exists, so
+        of two processes publishing one name exactly one succeeds; then
+        ``tmp`` is unlinked. On a filesystem without hard links: an exclusive
+        create of ``path`` (``O_CREAT | O_EXCL``), which exactly one process
+        wins, then ``os.replace(tmp, path)`` onto the empty file it created
+        (an empty ``path`` is visible between the two calls). True:
+        ``os.replace(tmp, path)``, the last complete write wins.
+
+    Raises
+    ------
+    OutputExistsError
+        ``replace`` is False and ``path`` exists (another process wrote it
+        after this one checked; :func:`check_outputs`). Nothing is replaced.
+    SRCNNError
+        Publishing failed (``OSError``), naming ``path``.
+    """
+    try:
+        if replace:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError as e:
+            if e.errno not in _NO_HARD_LINKS:
+                raise
+            _create_then_replace(tmp, path)
+            return
+        os.unlink(tmp)
+    except FileExistsError:
+        raise OutputExistsError(f"{path} was written by another process meanwhile; "
+                                "nothing replaced") from None
+    except OSError as e:
+        raise SRCNNError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _create_then_replace(tmp, path):
+    """The exclusive step without hard links: create ``path`` (``FileExistsError`` if it exists),
+    then rename ``tmp`` onto it; the empty file is removed again if the rename fails."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, new_file_mode())
+    try:
+        mine = os.fstat(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+                os.unlink(path)
+        raise
+
+
 @contextlib.contextmanager
-def atomic_output(path, suffix=""):
+def atomic_output(path, suffix="", replace=True):
     """Yield a temporary path next to ``path``; it becomes ``path`` when the block succeeds.
 
     Parameters
@@ -178,9 +268,16 @@ def atomic_output(path, suffix=""):
     suffix : str
         Ending of the temporary name (writers that pick a format from the
         extension, such as Pillow or h5py, need the real one).
+    replace : bool
+        How the file is published (:func:`publish`): True, the last complete
+        write wins (files this process owns: caches, the files of a run
+        folder it holds); False, exclusively (an output the user named,
+        without ``--force``).
 
     Raises
     ------
+    OutputExistsError
+        ``replace`` is False and ``path`` appeared meanwhile.
     SRCNNError
         The folder is missing or not writable, or writing failed (``OSError``).
         The temporary file is removed on any error or interruption.
@@ -189,16 +286,84 @@ def atomic_output(path, suffix=""):
         try:
             yield tmp
             os.chmod(tmp, new_file_mode())
-            os.replace(tmp, path)
         except OSError as e:
             raise SRCNNError(f"cannot write {path}: {e.strerror or e}") from None
+        publish(tmp, path, replace)
 
 
-def atomic_write_bytes(path, data):
-    """Write ``data`` (bytes) to ``path`` atomically (:func:`atomic_output`)."""
-    with atomic_output(path) as tmp:
+def atomic_write_bytes(path, data, replace=True):
+    """Write ``data`` (bytes) to ``path`` atomically (:func:`atomic_output`, ``replace`` as there)."""
+    with atomic_output(path, replace=replace) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
+
+
+_held = {}   # (st_dev, st_ino) of a folder this process holds -> [lock file descriptor, depth]
+
+
+@contextlib.contextmanager
+def hold_folder(folder, what="folder"):
+    """Hold ``folder`` for this process while the block runs: no other process may hold it.
+
+    An exclusive ``flock`` on ``<folder>/.lock`` (created if missing, never
+    removed), which also holds this process's pid. The kernel releases it
+    when the block ends or the process dies, however (``kill -9`` too), so
+    a lock is never stale. Re-entrant: a block inside another for the same
+    folder in the same process holds it already. Forked children that have
+    not called ``exec`` share the lock while they live.
+
+    Parameters
+    ----------
+    folder : str
+        An existing folder.
+    what : str
+        What the folder is, for the message (``"run folder"``).
+
+    Raises
+    ------
+    SRCNNError
+        Another process holds the folder (the message names the folder and
+        that process's pid), or the lock file cannot be opened.
+    """
+    key = _identity(folder)
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield
+        finally:
+            _held[key][1] -= 1
+        return
+    lock = os.path.join(folder, LOCK_NAME)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, new_file_mode())
+    except OSError as e:
+        raise SRCNNError(f"cannot lock {what} {folder}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = _read_pid(fd)
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise SRCNNError(f"cannot lock {what} {folder}: {e.strerror or e}") from None
+        raise SRCNNError(f"{what} {folder} is in use by another process "
+                         f"(pid {holder or 'unknown'}); nothing written") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held[key] = [fd, 1]
+        yield
+    finally:
+        _held.pop(key, None)
+        os.close(fd)   # releases the lock
+
+
+def _read_pid(fd):
+    """The pid a lock file holds, or None (its holder has not written it yet)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def sha256_file(path):

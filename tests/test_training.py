@@ -219,23 +219,24 @@ def _bad_runs(data, tmp_path):
     poisoned[2, 0, 5, 5] = np.nan
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    val = ["--val", data["val"], "--out", str(tmp_path / "run")]
-    return {
-        "missing": (["--train", str(tmp_path / "nope.h5")] + val, "no such training file"),
-        "no label": (["--train", h5("nolabel.h5", data=ones(4, 1, 33, 33))] + val, "no 'label' dataset"),
-        "wrong shape": (["--train", h5("shape.h5", data=ones(4, 33, 33), label=ones(4, 21, 21))] + val,
+    runs = iter(range(100))
+    val = lambda: ["--val", data["val"], "--out", str(tmp_path / f"run{next(runs)}")]  # noqa: E731
+    return {   # each its own run folder: they run at once, and a run folder takes one training
+        "missing": (["--train", str(tmp_path / "nope.h5")] + val(), "no such training file"),
+        "no label": (["--train", h5("nolabel.h5", data=ones(4, 1, 33, 33))] + val(), "no 'label' dataset"),
+        "wrong shape": (["--train", h5("shape.h5", data=ones(4, 33, 33), label=ones(4, 21, 21))] + val(),
                         "must be a 4-D float array"),
         "label size": (["--train", h5("label.h5", data=ones(4, 1, 33, 33), label=ones(4, 1, 33, 33))]
-                       + val, "but the model outputs 21x21"),
-        "scale": (["--train", data["tiny"], "--scale", "2"] + val, "patches are for scale 3, not 2"),
-        "nan": (["--train", h5("nan.h5", data=poisoned, label=ones(4, 1, 21, 21))] + val,
+                       + val(), "but the model outputs 21x21"),
+        "scale": (["--train", data["tiny"], "--scale", "2"] + val(), "patches are for scale 3, not 2"),
+        "nan": (["--train", h5("nan.h5", data=poisoned, label=ones(4, 1, 21, 21))] + val(),
                 "has NaN or infinite values"),
         "out folder": (["--train", data["tiny"], "--val", data["val"], "--out", str(blocker / "run")],
                        "cannot create run folder"),
         "no val": (["--train", data["tiny"]], "--val DIR is required"),
         "resume option": (["--resume", str(tmp_path), "--lr", "1"], "--lr cannot be used with --resume"),
         "no checkpoint": (["--resume", str(tmp_path)], "no checkpoint to resume from"),
-        "bad option": (["--train", data["tiny"], "--epochs", "0"] + val, "epochs out of range"),
+        "bad option": (["--train", data["tiny"], "--epochs", "0"] + val(), "epochs out of range"),
     }
 
 

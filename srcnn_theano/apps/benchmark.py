@@ -272,7 +272,10 @@ def write_benchmark(image_rows, out_dir, protocol="matlab", baseline="bicubic", 
     """Write the tables of one protocol into ``out_dir``; returns ``(summary rows, paths)``.
 
     Files: :data:`OUTPUT_FILES` (:mod:`srcnn_theano.apps.tables`), each
-    atomically; existing ones only with ``force``.
+    atomically; existing ones only with ``force``. Without it each is
+    published exclusively (:func:`srcnn_theano.files.publish`): when another
+    process wrote one meanwhile, :class:`~srcnn_theano.errors.OutputExistsError`
+    (``benchmark.md`` comes first, so that process keeps all four).
     """
     mine = [r for r in image_rows if r["protocol"] == protocol]
     summary = summarise(mine, baseline, resamples, seed)
@@ -284,5 +287,5 @@ def write_benchmark(image_rows, out_dir, protocol="matlab", baseline="bicubic", 
     texts = (tables.to_markdown(summary, protocol, baseline, resamples, seed),
              tables.to_csv(summary), tables.to_tex(summary, protocol), tables.images_csv(mine))
     for path, text in zip(paths, texts):
-        atomic_write_bytes(path, text.encode())
+        atomic_write_bytes(path, text.encode(), replace=force)
     return summary, paths

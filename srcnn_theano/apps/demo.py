@@ -7,7 +7,7 @@ from srcnn_theano.evaluation.protocol import evaluate_images
 from srcnn_theano.network.inference import Predictor
 from srcnn_theano.network.weights import load
 from srcnn_theano.training import TrainConfig, prepare_h5, train
-from srcnn_theano.training.checkpoint import make_run_folder
+from srcnn_theano.training.checkpoint import hold_run
 
 DEMO_SCALE = 3
 DEMO_EPOCHS = 8  # about 2 minutes on two idle cores
@@ -20,7 +20,8 @@ def demo(out_dir="runs/demo", epochs=DEMO_EPOCHS, stride=14, command=None, progr
     Writes the images (:func:`~srcnn_theano.evaluation.datasets.write_skimage_photos`),
     ``train_x3.h5``, the usual run files and ``example.png``
     (:func:`srcnn_theano.apps.figure.save_comparison` on the first held-out
-    photograph) into ``out_dir``, starting over there.
+    photograph) into ``out_dir``, starting over there; the folder is held
+    by this process meanwhile (:func:`~srcnn_theano.training.checkpoint.hold_run`).
 
     Returns
     -------
@@ -31,7 +32,11 @@ def demo(out_dir="runs/demo", epochs=DEMO_EPOCHS, stride=14, command=None, progr
     """
 
     config = TrainConfig.from_preset("fast", epochs=epochs, scale=DEMO_SCALE)
-    make_run_folder(out_dir)
+    with hold_run(out_dir):
+        return _demo(config, out_dir, epochs, stride, command, progress, callback)
+
+
+def _demo(config, out_dir, epochs, stride, command, progress, callback):
     train_dir, val_dir = write_skimage_photos(os.path.join(out_dir, "images"))
     h5 = prepare_h5(train_dir, out_dir, config, stride=stride, force=True, progress=progress)
     result = train(config, h5, val_dir, out_dir, force=True, command=command, progress=progress,

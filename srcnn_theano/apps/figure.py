@@ -36,8 +36,12 @@ def comparison_panels(image, scale, predictor, name="image"):
     return panels, report
 
 
-def save_comparison(path, image, scale, predictor, name="image", crop=None):
-    """Write the side-by-side PNG. ``crop`` = (top, left, height, width) in HR pixels."""
+def save_comparison(path, image, scale, predictor, name="image", crop=None, replace=True):
+    """Write the side-by-side PNG. ``crop`` = (top, left, height, width) in HR pixels.
+
+    ``replace``: False publishes it exclusively, never over an existing
+    file (:func:`srcnn_theano.files.publish`).
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -62,5 +66,5 @@ def save_comparison(path, image, scale, predictor, name="image", crop=None):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), replace=replace)
     return report

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from srcnn_theano.cores import usable_cores
-from srcnn_theano.errors import SRCNNError
+from srcnn_theano.errors import OutputExistsError, SRCNNError
 from srcnn_theano.files import check_outputs, same_file
 from srcnn_theano.image.io import DEFAULT_JPEG_QUALITY, expand_inputs, image_writer, read_photo
 from srcnn_theano.image.units import from_float, to_float
@@ -269,16 +269,25 @@ def output_paths(inputs, output, force=False):
     return pairs
 
 
-def upscale_files(pairs, scale, weights, tile=LR_TILE, progress=True, quality=DEFAULT_JPEG_QUALITY):
+def upscale_files(pairs, scale, weights, tile=LR_TILE, progress=True, quality=DEFAULT_JPEG_QUALITY,
+                  force=False):
     """Upscale (input, output) file pairs; bad inputs are collected, not fatal.
 
     Each output carries its input's ICC profile and EXIF where its format
     holds them (:func:`srcnn_theano.image.io.write_image`); JPEG outputs are
-    written at ``quality``.
+    written at ``quality``. Without ``force`` each output is published
+    exclusively (:func:`srcnn_theano.files.publish`): an output another
+    process wrote meanwhile stops the run, since that process is writing
+    the same files.
 
     Returns
     -------
     list of (input path, error message) for the files that failed.
+
+    Raises
+    ------
+    OutputExistsError
+        An output appeared after :func:`output_paths` checked it; nothing is replaced.
     """
     weights.check_scale(scale)
     predictor = Predictor(weights, tile=None)
@@ -297,9 +306,11 @@ def upscale_files(pairs, scale, weights, tile=LR_TILE, progress=True, quality=DE
                 from tqdm import tqdm
                 bands = tqdm(bands, total=-(-image.shape[0] // (tile or image.shape[0])),
                              desc=f"upscale x{scale}", unit="row", disable=None, leave=False)
-            with image_writer(dst, shape, image.dtype, metadata, quality) as write:
+            with image_writer(dst, shape, image.dtype, metadata, quality, replace=force) as write:
                 for band in bands:
                     write(band)
+        except OutputExistsError:
+            raise
         except SRCNNError as e:
             failed.append((src, str(e)))
     return failed

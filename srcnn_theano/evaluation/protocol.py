@@ -221,7 +221,8 @@ def evaluate_images(images, scale, weights, progress=False, lr_images=None, save
         Also write the SR images: ``save_dir/SRCNN/<stem>.png`` and
         ``save_dir/bicubic/<stem>.png`` (:func:`sr_images`).
     force : bool
-        Replace existing files in ``save_dir`` (:func:`srcnn_theano.files.check_outputs`).
+        Replace existing files in ``save_dir`` (:func:`srcnn_theano.files.check_outputs`);
+        without it each image is published exclusively (:func:`srcnn_theano.files.publish`).
     imresize_border : {'symmetric', 'replicate'}
         MATLAB ``imresize``'s border rule (see the module docstring).
 
@@ -258,8 +259,8 @@ def evaluate_images(images, scale, weights, progress=False, lr_images=None, save
         row.pop("images")
         if save_dir:
             out = row.pop("outputs")
-            write_image(targets[name][0], out["srcnn"])
-            write_image(targets[name][1], out["bicubic"])
+            write_image(targets[name][0], out["srcnn"], replace=force)
+            write_image(targets[name][1], out["bicubic"], replace=force)
         rows.append(row)
     mean = {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
     return {"scale": int(scale), "images": rows, "mean": mean}

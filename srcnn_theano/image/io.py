@@ -217,14 +217,14 @@ def _to_array(im, path):
     return arr
 
 
-def write_image(path, arr, metadata=None, quality=DEFAULT_JPEG_QUALITY):
+def write_image(path, arr, metadata=None, quality=DEFAULT_JPEG_QUALITY, replace=True):
     """Write ``arr`` atomically (:mod:`srcnn_theano.files`); the format follows the extension.
 
     Parameters
     ----------
     path : str
     arr : ndarray, uint8 or uint16, (H, W), (H, W, 2) or (H, W, 3|4)
-    metadata, quality
+    metadata, quality, replace
         As for :func:`image_writer`.
 
     Raises
@@ -232,12 +232,12 @@ def write_image(path, arr, metadata=None, quality=DEFAULT_JPEG_QUALITY):
     SRCNNError
         As :func:`image_writer`.
     """
-    with image_writer(path, arr.shape, arr.dtype, metadata, quality) as write:
+    with image_writer(path, arr.shape, arr.dtype, metadata, quality, replace) as write:
         write(arr)
 
 
 @contextlib.contextmanager
-def image_writer(path, shape, dtype, metadata=None, quality=DEFAULT_JPEG_QUALITY):
+def image_writer(path, shape, dtype, metadata=None, quality=DEFAULT_JPEG_QUALITY, replace=True):
     """Write an image given as bands of rows, top to bottom; yields ``write(rows)``.
 
     PNG is encoded while the bands come (:class:`srcnn_theano.image.png.PNGWriter`,
@@ -259,6 +259,9 @@ def image_writer(path, shape, dtype, metadata=None, quality=DEFAULT_JPEG_QUALITY
         formats hold them); EXIF size fields are set to the image's size.
     quality : int
         JPEG / WebP quality, 1..100; JPEG is written with 4:4:4 chroma.
+    replace : bool
+        False: the file is published exclusively, never over an existing
+        one (:func:`srcnn_theano.files.publish`); True: over it.
 
     Yields
     ------
@@ -270,7 +273,8 @@ def image_writer(path, shape, dtype, metadata=None, quality=DEFAULT_JPEG_QUALITY
     SRCNNError
         Unknown extension; a format that cannot hold the image (JPEG with
         alpha, 16 bits other than PNG/TIFF) rather than silently changing it;
-        writing failed.
+        writing failed. :class:`~srcnn_theano.errors.OutputExistsError` when
+        ``path`` appeared meanwhile and ``replace`` is False.
     """
     ext = os.path.splitext(path)[1].lower()
     if not ext:
@@ -292,7 +296,7 @@ def image_writer(path, shape, dtype, metadata=None, quality=DEFAULT_JPEG_QUALITY
             icc = metadata.icc_profile
         if metadata.exif is not None and fmt in _EXIF_FORMATS:
             exif = _exif_for(metadata.exif, shape[1], shape[0])
-    with atomic_output(path, suffix=ext) as tmp:
+    with atomic_output(path, suffix=ext, replace=replace) as tmp:
         if fmt == "PNG":
             with open(tmp, "wb") as f, PNGWriter(f, shape, dtype, icc, exif) as png:
                 yield png.write

@@ -91,14 +91,18 @@ def architecture_of(arrays):
     return dict(f1=f1, f2=f2, f3=f3, n1=n1, n2=n2, channels=c)
 
 
-def save(path, weights):
-    """Write ``weights`` (a :class:`Weights`) to ``path`` (.npz) atomically."""
+def save(path, weights, replace=True):
+    """Write ``weights`` (a :class:`Weights`) to ``path`` (.npz) atomically.
+
+    ``replace``: False publishes it exclusively, never over an existing
+    file (:func:`srcnn_theano.files.publish`).
+    """
     meta = dict(format=FORMAT_VERSION, architecture=weights.architecture,
                 scale=weights.scale, provenance=weights.provenance)
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps(meta, sort_keys=True)),
              **{k: np.asarray(weights.arrays[k], dtype="float32") for k in _KEYS})
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), replace=replace)
 
 
 def load_npz(path):

@@ -60,7 +60,8 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
     final row of every patch, shared with the workers; 16 while the
     permutation is drawn). The file is the same, byte for byte in its
     datasets and attributes, whatever ``workers`` and ``memory_budget``. The
-    output appears (``os.replace``) only once complete; on any error or
+    output appears (:func:`srcnn_theano.files.publish`: exclusively unless
+    ``force``) only once complete; on any error or
     ``KeyboardInterrupt`` the workers are stopped and the temporary files
     removed.
 
@@ -103,7 +104,8 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
     Raises
     ------
     SRCNNError
-        Bad parameters, existing output without ``force``, output folder
+        Bad parameters, existing output without ``force`` (also one another
+        process wrote meanwhile: :class:`~srcnn_theano.errors.OutputExistsError`), output folder
         missing or unwritable, or no usable image. Unreadable or too-small
         images are only reported (``warning:`` lines on stderr) and skipped.
     """
@@ -125,7 +127,7 @@ def write_h5(output, image_paths, scale, input_size=33, label_size=21, stride=14
               "label": (c, params["label_size"], params["label_size"])}
     try:
         with contextlib.ExitStack() as stack:
-            final_path = stack.enter_context(atomic_output(output, suffix=".h5"))
+            final_path = stack.enter_context(atomic_output(output, suffix=".h5", replace=force))
 
             def scratch(name):
                 return stack.enter_context(scratch_file(output, f".{name}"))

@@ -8,6 +8,10 @@ Run folder
 ``best.npz``   weights (:mod:`srcnn_theano.network.weights` format) with the
                best validation PSNR, with provenance (command, data hashes, epoch).
 ``log.csv``, ``log.json``, ``curves.png``   one row per epoch.
+``.lock``      held by the one process training in the folder (:func:`hold_run`).
+
+The files are rewritten in place (the last complete write wins) by the
+process that holds the folder; no other process writes there meanwhile.
 
 This module imports neither Theano nor Lasagne (Matplotlib only to plot).
 """
@@ -20,7 +24,7 @@ import os
 import numpy as np
 
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.files import atomic_write_bytes
+from srcnn_theano.files import atomic_write_bytes, hold_folder
 from srcnn_theano.training.config import TrainConfig
 
 CHECKPOINT_FORMAT = 1
@@ -135,6 +139,20 @@ def make_run_folder(out_dir):
         raise SRCNNError(f"cannot create run folder {out_dir}: {e.strerror}") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise SRCNNError(f"run folder is not writable: {out_dir}")
+
+
+def hold_run(out_dir):
+    """Context manager: this process alone trains in ``out_dir`` while the block runs.
+
+    Creates the folder if needed (:func:`make_run_folder`), then locks it
+    (:func:`srcnn_theano.files.hold_folder`): taken before anything is
+    written there, by a new run and by a resumed one; released when the
+    block ends or the process dies (``kill -9`` too). Re-entrant in one
+    process. :class:`SRCNNError` naming the folder and the pid of the
+    process that holds it.
+    """
+    make_run_folder(out_dir)
+    return hold_folder(out_dir, "run folder")
 
 
 def clear_run(out_dir, force):

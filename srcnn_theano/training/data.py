@@ -6,7 +6,7 @@ from srcnn_theano.files import sha256_file
 from srcnn_theano.image.io import list_images
 from srcnn_theano.patches.store import open_h5
 from srcnn_theano.patches.writer import write_h5
-from srcnn_theano.training.checkpoint import make_run_folder
+from srcnn_theano.training.checkpoint import hold_run
 
 
 def initial_model(config):
@@ -30,19 +30,20 @@ def prepare_h5(images_dir, out_dir, config, input_size=33, stride=14, force=Fals
     str
         ``<out_dir>/train_x<scale>.h5``, with labels of :func:`label_size`.
         An existing file is reused (``force=False``) if :func:`open_h5` accepts it.
+        The run folder is held by this process meanwhile (:func:`hold_run`).
     """
     paths = list_images(images_dir)
     if not paths:
         raise SRCNNError(f"no images in folder: {images_dir}")
-    make_run_folder(out_dir)
-    output = os.path.join(out_dir, f"train_x{config.scale}.h5")
-    if os.path.exists(output) and not force:
-        open_h5(output, config.scale, label_size(config, input_size), check_values=False).close()
+    with hold_run(out_dir):
+        output = os.path.join(out_dir, f"train_x{config.scale}.h5")
+        if os.path.exists(output) and not force:
+            open_h5(output, config.scale, label_size(config, input_size), check_values=False).close()
+            return output
+        write_h5(output, paths, config.scale, input_size=input_size,
+                 label_size=label_size(config, input_size), stride=stride, seed=config.seed,
+                 force=True, progress=progress)
         return output
-    write_h5(output, paths, config.scale, input_size=input_size,
-             label_size=label_size(config, input_size), stride=stride, seed=config.seed,
-             force=True, progress=progress)
-    return output
 
 
 def open_patches(path, config):

@@ -41,8 +41,8 @@ from srcnn_theano.evaluation.datasets import load_ground_truth
 from srcnn_theano.evaluation.protocol import evaluate_images
 from srcnn_theano.network.weights import Weights, load, save
 from srcnn_theano.patches.store import DEFAULT_MEMORY_BUDGET, iterate_minibatches
-from srcnn_theano.training.checkpoint import (TrainState, clear_run, load_checkpoint,
-                                              make_run_folder, save_checkpoint, write_logs)
+from srcnn_theano.training.checkpoint import (TrainState, clear_run, hold_run, load_checkpoint,
+                                              save_checkpoint, write_logs)
 from srcnn_theano.training.config import learning_rate_at
 from srcnn_theano.training.data import (data_provenance, initial_model, open_patches,
                                         weights_provenance)
@@ -118,7 +118,8 @@ def train(config, train_h5, val_dir, out_dir, *, force=False, command=None, prog
     val_dir : str
         Folder of whole validation images, e.g. Set5.
     out_dir : str
-        Run folder (see :mod:`srcnn_theano.training.checkpoint`); created if missing.
+        Run folder (see :mod:`srcnn_theano.training.checkpoint`); created if
+        missing, and held by this process while it trains (:func:`hold_run`).
     force : bool
         Start over in a run folder that already holds a checkpoint.
     command : str or None
@@ -140,12 +141,19 @@ def train(config, train_h5, val_dir, out_dir, *, force=False, command=None, prog
     Raises
     ------
     SRCNNError
-        Bad data or options. :class:`DivergedError` when the loss is not finite.
+        Bad data or options; a run folder another process holds.
+        :class:`DivergedError` when the loss is not finite.
     TrainingInterrupted
         On Ctrl-C, after saving what can be resumed exactly.
     """
     config.check()
-    make_run_folder(out_dir)
+    with hold_run(out_dir):
+        return _train(config, train_h5, val_dir, out_dir, force, command, progress, memory_budget,
+                      callback, init_weights)
+
+
+def _train(config, train_h5, val_dir, out_dir, force, command, progress, memory_budget, callback,
+           init_weights):
     clear_run(out_dir, force)
     val_images = load_ground_truth(val_dir)
     weights = (initial_model(config).get_weights() if init_weights is None
@@ -166,8 +174,16 @@ def resume(run_dir, epochs=None, command=None, progress=True, memory_budget=DEFA
 
     ``epochs`` raises the total number of epochs (the result equals a run
     started with that many epochs, except that a cosine schedule is
-    stretched from the resume point on).
+    stretched from the resume point on). The run folder is held by this
+    process while it trains (:func:`hold_run`).
     """
+    if not os.path.isfile(os.path.join(run_dir, "last.npz")):   # no .lock in a folder without a run
+        raise SRCNNError(f"no checkpoint to resume from: {os.path.join(run_dir, 'last.npz')}")
+    with hold_run(run_dir):
+        return _resume(run_dir, epochs, command, progress, memory_budget, callback)
+
+
+def _resume(run_dir, epochs, command, progress, memory_budget, callback):
     state, weights, opt = load_checkpoint(os.path.join(run_dir, "last.npz"))
     if epochs is not None:
         if epochs < state.epoch:
