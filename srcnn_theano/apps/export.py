@@ -229,5 +229,5 @@ def export(weights, path, scale=None, fmt=None, padding="replicate", inputs=(), 
         data = onnx_model(weights, scale, padding).SerializeToString()
     else:
         data = safetensors_bytes(weights, scale, padding)
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, replace=force)
     return fmt
