@@ -95,19 +95,37 @@ def _cmd_benchmark(args):
     print("wrote " + ", ".join(paths), file=sys.stderr)
 
 
+def _label_and_file(spec, option):
+    """``'LABEL=FILE'`` -> ``(LABEL, FILE)`` for a file that exists."""
+    label, sep, path = spec.partition("=")
+    if not sep or not label or not path:
+        raise SRCNNError(f"{option} wants LABEL=WEIGHTS, not {spec!r}")
+    if not os.path.isfile(path):
+        raise SRCNNError(f"{option} {label}: no such weights file: {path}")
+    return label, path
+
+
 def _cmd_figure(args):
     from srcnn_theano.apps.figure import save_comparison
     from srcnn_theano.files import check_outputs
     from srcnn_theano.image.io import read_image
     from srcnn_theano.network.inference import Predictor
+    from srcnn_theano.network.weights import load
 
-    check_outputs([args.output], [args.image], args.force)
+    others = [_label_and_file(spec, "--compare") for spec in args.compare]
+    check_outputs([args.output], [args.image, *(path for _, path in others)], args.force)
     weights, scale = _weights_and_scale(args)
+    predictors = []
+    for label, path in others:
+        w = load(path)
+        w.check_scale(scale)
+        predictors.append((label, Predictor(w)))
     crop = tuple(args.crop) if args.crop else None
     report = save_comparison(args.output, read_image(args.image), scale, Predictor(weights),
-                             name=os.path.basename(args.image), crop=crop, replace=args.force)
+                             name=os.path.basename(args.image), crop=crop, replace=args.force,
+                             label=args.label, others=predictors)
     print(f"wrote {args.output}: bicubic {report['bicubic_psnr']:.2f} dB, "
-          f"SRCNN {report['srcnn_psnr']:.2f} dB", file=sys.stderr)
+          f"{args.label} {report['srcnn_psnr']:.2f} dB", file=sys.stderr)
 
 
 def _cmd_export(args):
@@ -212,11 +230,16 @@ def build_parser():
     bm.add_argument("--force", action="store_true", help="replace the tables of an earlier run")
     bm.set_defaults(func=_cmd_benchmark)
 
-    fg = sub.add_parser("figure", help="HR / bicubic / SRCNN comparison PNG with PSNR captions")
+    fg = sub.add_parser("figure", help="HR / bicubic / SRCNN comparison PNG: zoomed crops, PSNR under each")
     _add_weights_options(fg)
     fg.add_argument("image", help="a ground-truth (HR) image")
     fg.add_argument("-o", "--output", required=True, help="output PNG")
-    fg.add_argument("--crop", type=int, nargs=4, metavar=("TOP", "LEFT", "H", "W"))
+    fg.add_argument("--crop", type=int, nargs=4, metavar=("TOP", "LEFT", "H", "W"),
+                    help="the zoomed region in HR pixels (default: a centred 160-pixel square)")
+    fg.add_argument("--label", default="SRCNN", help="caption of the --weights/--scale model "
+                                                     "(default SRCNN)")
+    fg.add_argument("--compare", action="append", default=[], metavar="LABEL=WEIGHTS",
+                    help="another model (.npz or the authors' .mat) shown before it (repeatable)")
     fg.add_argument("--force", action="store_true", help="replace an existing output")
     fg.set_defaults(func=_cmd_figure)
 

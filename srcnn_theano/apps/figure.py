@@ -1,13 +1,12 @@
-"""The comparison figure: ground truth, bicubic and SRCNN side by side.
+"""The comparison figure: ground truth, bicubic and one or more SRCNN models side by side.
 
 Colour pictures are made the way the paper's figures are: SRCNN's Y with
 the bicubic image's Cb/Cr. Captions give the Y-channel PSNR of the whole
 (shaved) image, computed by :func:`srcnn_theano.evaluation.protocol.evaluate_image`.
 """
-import io
-
 import numpy as np
 
+from srcnn_theano.errors import SRCNNError
 from srcnn_theano.evaluation.protocol import evaluate_image
 from srcnn_theano.files import atomic_write_bytes
 from srcnn_theano.image.imresize import degrade, modcrop
@@ -36,35 +35,98 @@ def comparison_panels(image, scale, predictor, name="image"):
     return panels, report
 
 
-def save_comparison(path, image, scale, predictor, name="image", crop=None, replace=True):
-    """Write the side-by-side PNG. ``crop`` = (top, left, height, width) in HR pixels.
+def model_panels(image, scale, models, name="image"):
+    """Ground truth, bicubic, then each model's picture of ``image`` (uint8), with their PSNRs.
 
-    ``replace``: False publishes it exclusively, never over an existing
-    file (:func:`srcnn_theano.files.publish`).
+    Parameters
+    ----------
+    image : uint8 ndarray (H, W[, C])
+        The ground truth.
+    scale : int
+    models : list of (str, callable)
+        ``(label, predictor)``: a label for the caption and a
+        :class:`~srcnn_theano.network.inference.Predictor` (or any callable
+        mapping a float32 (H, W) Y image to one).
+    name : str
+
+    Returns
+    -------
+    (panels, reports): panels is a list of (caption, uint8 (H, W[, 3]),
+    PSNR in dB or None): the ground truth (no PSNR), bicubic, then each
+    model, in the order given; reports holds each model's
+    :func:`evaluate_image` dict (without the images).
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    if not models:
+        raise SRCNNError("a comparison figure needs at least one model")
+    out, reports = [], []
+    for label, predictor in models:
+        panels, report = comparison_panels(image, scale, predictor, name)
+        if not out:
+            out = [("ground truth", panels[0][1], None),
+                   ("bicubic", panels[1][1], report["bicubic_psnr"])]
+        out.append((label, panels[2][1], report["srcnn_psnr"]))
+        reports.append(report)
+    return out, reports
 
-    panels, report = comparison_panels(image, scale, predictor, name)
-    if crop is None:
-        h, w = panels[0][1].shape[:2]
-        side = min(h, w, 160)
-        crop = ((h - side) // 2, (w - side) // 2, side, side)
+
+def default_crop(shape, side=160):
+    """(top, left, height, width): a centred square of ``side`` pixels (or the whole short side)."""
+    h, w = shape[:2]
+    side = min(h, w, side)
+    return (h - side) // 2, (w - side) // 2, side, side
+
+
+def comparison_png(panels, crop, title):
+    """PNG bytes: the whole ground truth with the crop marked, then each panel's crop, zoomed.
+
+    ``panels`` as :func:`model_panels` returns them; the PSNR (of the whole
+    shaved image) is written under each crop. Drawn in the style of
+    :mod:`srcnn_theano.apps.plots` (the same bytes on every run).
+    """
+    from matplotlib.patches import Rectangle
+
+    from srcnn_theano.apps.plots import new_figure, styled
+
     t, l, ch, cw = crop
-    captions = {"ground truth": "ground truth",
-                "bicubic": f"bicubic {report['bicubic_psnr']:.2f} dB",
-                "SRCNN": f"SRCNN {report['srcnn_psnr']:.2f} dB"}
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
-    for ax, (title, img) in zip(axes, panels):
-        ax.imshow(img[t:t + ch, l:l + cw], cmap="gray" if img.ndim == 2 else None,
-                  vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(captions[title])
-        ax.axis("off")
-    fig.suptitle(f"{name}, x{scale} (Y-channel PSNR of the whole image)")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue(), replace=replace)
-    return report
+    hr = panels[0][1]
+
+    def draw():
+        ratio = hr.shape[1] / hr.shape[0]
+        fig = new_figure(2.1 * (len(panels) + ratio), 2.75)
+        axes = fig.subplots(1, len(panels) + 1, width_ratios=[ratio] + [cw / ch] * len(panels))
+        gray = hr.ndim == 2
+        axes[0].imshow(hr, cmap="gray" if gray else None, vmin=0, vmax=255, interpolation="antialiased")
+        axes[0].add_patch(Rectangle((l - 0.5, t - 0.5), cw, ch, fill=False, color="yellow", lw=1.2))
+        axes[0].set_xlabel(f"{hr.shape[1]}x{hr.shape[0]}")
+        for ax, (caption, img, psnr) in zip(axes[1:], panels):
+            ax.imshow(img[t:t + ch, l:l + cw], cmap="gray" if gray else None, vmin=0, vmax=255,
+                      interpolation="nearest")
+            ax.set_title(caption)
+            ax.set_xlabel("reference" if psnr is None else f"{psnr:.2f} dB")
+        for ax in axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.suptitle(title)
+        return fig
+
+    return styled(draw)
+
+
+def save_comparison(path, image, scale, predictor, name="image", crop=None, replace=True, label="SRCNN",
+                    others=()):
+    """Write the comparison PNG; returns the report of ``predictor``'s model (:func:`evaluate_image`).
+
+    ``crop`` = (top, left, height, width) in HR pixels (default: a centred
+    160-pixel square); ``others`` = [(label, predictor)] come before
+    ``predictor`` (captioned ``label``). ``replace``: False publishes the
+    file exclusively, never over an existing one
+    (:func:`srcnn_theano.files.publish`).
+    """
+    models = list(others) + [(label, predictor)]
+    panels, reports = model_panels(image, scale, models, name)
+    if crop is None:
+        crop = default_crop(panels[0][1].shape)
+    png = comparison_png(panels, crop, f"{name}, x{scale}: Y-channel PSNR of the whole image, "
+                                       f"{scale} pixels shaved")
+    atomic_write_bytes(path, png, replace=replace)
+    return reports[-1]
