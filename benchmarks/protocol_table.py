@@ -1,6 +1,6 @@
-"""Regenerate the README's protocol table: one set of SR images, three ways of scoring them.
+"""Regenerate docs/protocols.md's table: one set of SR images, three ways of scoring them.
 
-    python benchmarks/protocol_table.py [--data ../shared/data] [--no-readme]
+    python benchmarks/protocol_table.py [--data ../shared/data] [--no-doc]
 
 Bicubic, the authors' 9-5-5 (ImageNet) model and the shipped models on Set5
 and Set14 at x2, x3 and x4, each image made once
@@ -12,7 +12,7 @@ border rule of MATLAB's older ``imresize`` (``--imresize-border
 replicate``), which is how the paper's numbers were made. Writes
 ``results/protocols/protocol_table.md`` (and each run's ``benchmark.*``
 files beside it) and replaces the text between
-the README's ``<!-- protocols:start/end -->`` markers. Nothing in the table
+the ``<!-- protocols:start/end -->`` markers of ``docs/protocols.md``. Nothing in the table
 is typed except the paper's column.
 """
 import argparse
@@ -84,7 +84,7 @@ def table(means):
 def splice(text, block):
     new = f"<!-- protocols:start -->\n{block}\n\nProduced by `{COMMAND}`.\n<!-- protocols:end -->"
     if "<!-- protocols:start -->" not in text:
-        raise SystemExit("README.md has no <!-- protocols:start --> marker")
+        raise SystemExit("docs/protocols.md has no <!-- protocols:start --> marker")
     return re.sub(r"<!-- protocols:start -->.*?<!-- protocols:end -->", lambda _: new, text, flags=re.S)
 
 
@@ -92,18 +92,18 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data"))
     p.add_argument("--out", default=os.path.join(REPO, "results", "protocols"))
-    p.add_argument("--no-readme", action="store_true", help="only write the results folder")
+    p.add_argument("--no-doc", action="store_true", help="only write the results folder")
     args = p.parse_args()
     from srcnn_theano.files import atomic_write_bytes
 
     block = table(measure(args.data, args.out))
     atomic_write_bytes(os.path.join(args.out, "protocol_table.md"), (block + "\n").encode())
     print(block)
-    if not args.no_readme:
-        readme = os.path.join(REPO, "README.md")
-        with open(readme) as f:
+    if not args.no_doc:
+        doc = os.path.join(REPO, "docs", "protocols.md")
+        with open(doc) as f:
             text = f.read()
-        atomic_write_bytes(readme, splice(text, block).encode())
+        atomic_write_bytes(doc, splice(text, block).encode())
 
 
 if __name__ == "__main__":
