@@ -83,13 +83,13 @@ def _cmd_upscale(args):
 def _cmd_benchmark(args):
     from srcnn_theano.apps.benchmark import output_paths, parse_method, run_benchmark, write_benchmark
 
-    output_paths(args.out, args.force)  # before the work: the outputs rule
+    output_paths(args.out, args.force, not args.no_plot)  # before the work: the outputs rule
     methods = [parse_method(m) for m in args.method]
     rows = run_benchmark(args.data, scales=args.scales, authors_dir=args.authors_models,
                          protocols=(args.protocol,), methods=methods, use_lr=args.lr_files,
                          imresize_border=args.imresize_border)
     _, paths = write_benchmark(rows, args.out, args.protocol, args.baseline, args.resamples, args.seed,
-                               force=args.force)
+                               force=args.force, plot=not args.no_plot)
     with open(paths[0]) as f:
         print(f.read())
     print("wrote " + ", ".join(paths), file=sys.stderr)
@@ -226,7 +226,9 @@ def build_parser():
     bm.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     bm.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     bm.add_argument("--out", default="results",
-                    help="folder for benchmark.md, .csv, .tex and benchmark_images.csv")
+                    help="folder for benchmark.md, .csv, .tex, .png and benchmark_images.csv")
+    bm.add_argument("--no-plot", action="store_true",
+                    help="leave out benchmark.png (the forest plot of the PSNR gains and intervals)")
     bm.add_argument("--force", action="store_true", help="replace the tables of an earlier run")
     bm.set_defaults(func=_cmd_benchmark)
 

@@ -19,7 +19,7 @@ AUTHORS_MODELS = os.path.join(DATA, "SRCNN_v1", "model")
 def require_data(*parts):
     """Path under ``../shared/data``; fail in CI (CI=true) or skip elsewhere if missing."""
     path = os.path.join(DATA, *parts)
-    require(os.path.exists(path), f"test data not found: {path} (see README, 'Data')")
+    require(os.path.exists(path), f"test data not found: {path} (see docs/data.md)")
     return path
 
 

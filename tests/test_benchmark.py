@@ -187,7 +187,7 @@ def test_benchmark_protocols_and_files(sets, tmp_path):
     assert len({by[("matlab",) + k], by[("basicsr",) + k], by[("rgb",) + k]}) == 3
     summary, paths = write_benchmark(rows, str(tmp_path / "out"), "rgb", seed=1)
     assert [os.path.basename(p) for p in paths] == ["benchmark.md", "benchmark.csv", "benchmark.tex",
-                                                    "benchmark_images.csv"]
+                                                    "benchmark_images.csv", "benchmark.png"]
     assert {r["protocol"] for r in summary} == {"rgb"}
     with open(paths[1]) as f:
         got = list(csv.DictReader(f))
@@ -253,3 +253,69 @@ def test_columns_in_a_papers_order():
                                "authors 9-1-5(ImageNet)", "SelfExSR", "authors 9-1-5(91 images)"])
     assert got == ["bicubic", "authors 9-1-5(91 images)", "authors 9-1-5(ImageNet)", "authors 9-5-5(ImageNet)",
                    "ours 9-1-5 (T91)", "A+", "SelfExSR"]
+
+
+# --------------------------------------------------------------------------
+# The forest plot beside the tables
+# --------------------------------------------------------------------------
+
+def _noisy_rows():
+    """Per-image rows of two sets, two scales, bicubic and two methods (no network)."""
+    rng = np.random.RandomState(0)
+    return [dict(protocol="matlab", dataset=ds, scale=sc, method=m, image=f"i{i}.png",
+                 psnr=30.0 + k + rng.normal(0, 0.3), ssim=0.9)
+            for ds in ("Set5", "Set14") for sc in (2, 3) for k, m in enumerate(("bicubic", "A", "B"))
+            for i in range(5)]
+
+
+def test_benchmark_png_is_the_forest_plot_of_its_summary(tmp_path):
+    from srcnn_theano.apps.plots import forest_png, read_summary_csv
+
+    summary, paths = write_benchmark(_noisy_rows(), str(tmp_path), resamples=100)
+    assert os.path.basename(paths[-1]) == "benchmark.png"
+    plot = np.asarray(Image.open(paths[-1]))
+    assert plot.ndim == 3 and plot.shape[0] > 100
+    # the same picture as the forest plot of the rows read back from benchmark.csv: the stored
+    # numbers are enough to make it again
+    title = forest_png(read_summary_csv(paths[1]), title="PSNR gain over bicubic with its paired "
+                                                         "bootstrap 95% interval (protocol matlab)")
+    assert np.array_equal(plot, np.asarray(Image.open(io.BytesIO(title))))
+    # the intervals are drawn: another seed moves them and changes the picture
+    _, other = write_benchmark(_noisy_rows(), str(tmp_path / "other"), resamples=100, seed=5)
+    assert not np.array_equal(np.asarray(Image.open(other[-1])), plot)
+
+
+def test_benchmark_no_plot(tmp_path):
+    _, paths = write_benchmark(_noisy_rows(), str(tmp_path), resamples=10, plot=False)
+    assert "benchmark.png" not in os.listdir(tmp_path)
+    assert [os.path.basename(p) for p in paths] == ["benchmark.md", "benchmark.csv", "benchmark.tex",
+                                                    "benchmark_images.csv"]
+
+
+def test_benchmark_without_other_methods_writes_no_plot(tmp_path, capsys):
+    rows = [r for r in _noisy_rows() if r["method"] == "bicubic"]
+    _, paths = write_benchmark(rows, str(tmp_path), resamples=10)
+    assert "benchmark.png" not in os.listdir(tmp_path) and len(paths) == 4
+    assert "no benchmark.png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("no_plot", [False, True])
+def test_benchmark_command_plots_unless_told_not_to(tmp_path, monkeypatch, capsys, no_plot):
+    """The command line's wiring: --no-plot reaches write_benchmark and the outputs rule."""
+    from srcnn_theano import cli
+    from srcnn_theano.apps import benchmark
+
+    monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **k: _noisy_rows())
+    out = tmp_path / "out"
+    args = ["benchmark", "--data", str(tmp_path), "--resamples", "10", "--out", str(out)]
+    assert cli.main(args + (["--no-plot"] if no_plot else [])) in (0, None)
+    assert ("benchmark.png" in os.listdir(out)) is not no_plot
+    # an existing plot counts as an output: refused without --force, unless it is not written
+    (out / "benchmark.md").unlink()
+    (out / "benchmark.csv").unlink()
+    (out / "benchmark.tex").unlink()
+    (out / "benchmark_images.csv").unlink()
+    (out / "benchmark.png").write_bytes(b"mine")
+    status = cli.main(args + (["--no-plot"] if no_plot else []))
+    assert (status == 2) is not no_plot
+    assert (out / "benchmark.png").read_bytes() == b"mine"

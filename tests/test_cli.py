@@ -116,6 +116,8 @@ def test_every_command_line_reports_errors_on_one_line(tmp_path, name, args, fra
     (["benchmark", "--data", ".", "--method", "mine"], "--method wants NAME=DIR"),
     (["benchmark", "--data", ".", "--method", "mine=missing_dir"], "missing_dir"),
     (["evaluate", "--scale", "3", "--lr", "missing_lr", "x.png"], "missing_lr"),
+    (["figure", "--compare", "authors", "x.png", "-o", "o.png"], "--compare wants LABEL=WEIGHTS"),
+    (["figure", "--compare", "authors=missing.mat", "x.png", "-o", "o.png"], "missing.mat"),
 ])
 def test_score_benchmark_evaluate_options_report_errors_on_one_line(tmp_path, args, fragment):
     res = subprocess.run(COMMAND_LINES["srcnn_theano"] + args, cwd=tmp_path, capture_output=True, text=True)

@@ -21,8 +21,9 @@ the three layouts), at every scale. Other methods' results are read from
 per-image PSNR difference to the baseline with a seeded paired bootstrap
 95% interval (:mod:`srcnn_theano.evaluation.statistics`). Outputs
 (:func:`write_benchmark`, :mod:`srcnn_theano.apps.tables`):
-``benchmark.md``, ``benchmark.csv``, ``benchmark.tex`` and
-``benchmark_images.csv``.
+``benchmark.md``, ``benchmark.csv``, ``benchmark.tex``,
+``benchmark_images.csv`` and the forest plot ``benchmark.png``
+(:func:`srcnn_theano.apps.plots.forest_png`).
 """
 import os
 import sys
@@ -254,12 +255,15 @@ def summarise(image_rows, baseline="bicubic", resamples=RESAMPLES, seed=SEED):
 
 
 OUTPUT_FILES = ("benchmark.md", "benchmark.csv", "benchmark.tex", "benchmark_images.csv")
+PLOT_FILE = "benchmark.png"   #: the forest plot, written beside the tables unless ``plot=False``
 
 
-def output_paths(out_dir, force=False):
+def output_paths(out_dir, force=False, plot=True):
     """The files :func:`write_benchmark` writes in ``out_dir``, checked by the outputs rule
-    (:func:`srcnn_theano.files.check_outputs`): call it before the work. Creates nothing."""
-    paths = [os.path.join(out_dir, name) for name in OUTPUT_FILES]
+    (:func:`srcnn_theano.files.check_outputs`): call it before the work. Creates nothing.
+    With ``plot``, the last one is :data:`PLOT_FILE`."""
+    names = OUTPUT_FILES + ((PLOT_FILE,) if plot else ())
+    paths = [os.path.join(out_dir, name) for name in names]
     if os.path.isdir(out_dir):
         check_outputs(paths, force=force)
     else:
@@ -268,10 +272,14 @@ def output_paths(out_dir, force=False):
 
 
 def write_benchmark(image_rows, out_dir, protocol="matlab", baseline="bicubic", resamples=RESAMPLES,
-                    seed=SEED, force=False):
+                    seed=SEED, force=False, plot=True):
     """Write the tables of one protocol into ``out_dir``; returns ``(summary rows, paths)``.
 
-    Files: :data:`OUTPUT_FILES` (:mod:`srcnn_theano.apps.tables`), each
+    Files: :data:`OUTPUT_FILES` (:mod:`srcnn_theano.apps.tables`) and, with
+    ``plot``, :data:`PLOT_FILE`: the forest plot of every method's PSNR
+    gain over ``baseline`` with its interval
+    (:func:`srcnn_theano.apps.plots.forest_png`; left out, with a note,
+    when no method but the baseline was scored). Each is written
     atomically; existing ones only with ``force``. Without it each is
     published exclusively (:func:`srcnn_theano.files.publish`): when another
     process wrote one meanwhile, :class:`~srcnn_theano.errors.OutputExistsError`
@@ -279,7 +287,7 @@ def write_benchmark(image_rows, out_dir, protocol="matlab", baseline="bicubic", 
     """
     mine = [r for r in image_rows if r["protocol"] == protocol]
     summary = summarise(mine, baseline, resamples, seed)
-    paths = output_paths(out_dir, force)
+    paths = output_paths(out_dir, force, plot)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
@@ -288,4 +296,14 @@ def write_benchmark(image_rows, out_dir, protocol="matlab", baseline="bicubic", 
              tables.to_csv(summary), tables.to_tex(summary, protocol), tables.images_csv(mine))
     for path, text in zip(paths, texts):
         atomic_write_bytes(path, text.encode(), replace=force)
+    if plot:
+        if any(r["delta_psnr"] is not None for r in summary):
+            from srcnn_theano.apps.plots import forest_png
+
+            png = forest_png(summary, baseline, title=f"PSNR gain over {baseline} with its paired "
+                                                      f"bootstrap 95% interval (protocol {protocol})")
+            atomic_write_bytes(paths[-1], png, replace=force)
+        else:
+            note(f"no {PLOT_FILE}: no method but {baseline} was scored")
+            paths = paths[:-1]
     return summary, paths
