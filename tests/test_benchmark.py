@@ -244,8 +244,9 @@ def test_benchmark_command_on_set5_x3(tmp_path):
     for name, row in got.items():
         if name != "bicubic":
             assert float(row["ci_low"]) <= float(row["delta_psnr"]) <= float(row["ci_high"])
-    assert sorted(os.listdir(tmp_path)) == ["benchmark.csv", "benchmark.md", "benchmark.tex",
-                                            "benchmark_images.csv"]
+    assert sorted(os.listdir(tmp_path)) == ["benchmark.csv", "benchmark.md", "benchmark.png",
+                                            "benchmark.tex", "benchmark_images.csv"]
+    assert "benchmark.png" in res.stderr   # named in the "wrote ..." line
 
 
 def test_columns_in_a_papers_order():
