@@ -34,10 +34,12 @@ def serve(args, stdin=sys.stdin, stdout=sys.stdout):
     what = (args.only,) if args.only else ("predict", "train")
     fns, facts = {}, {}
     if "predict" in what:
-        fns["predict"], f = build_predict(args.size, impl=args.impl, tile=args.tile)
+        fns["predict"], f = build_predict(args.size, impl=args.impl, tile=args.tile,
+                                          arch=args.arch, filters=args.filters)
         facts.update(f)
     if "train" in what:
-        fns["train"], f = build_train(args.batch, args.patch, impl=args.impl)
+        fns["train"], f = build_train(args.batch, args.patch, impl=args.impl,
+                                        arch=args.arch, filters=args.filters)
         facts.update(f)
     for fn in fns.values():
         for _ in range(args.warmup):

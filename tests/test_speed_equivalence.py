@@ -240,6 +240,25 @@ def test_bench_json_is_the_last_line():
     assert out["predict_s"] > 0 and out["train_step_s"] > 0
     assert out["size"] == 40 and out["batch"] == 4 and out["patch"] == 17
     assert out["predict_gflop"] == pytest.approx(2 * 40 * 40 * (64 * 81 + 32 * 64 + 32 * 25) / 1e9)
+    assert out["sgemm_gflops"] > 0
+    assert out["predict_sgemm_fraction"] == pytest.approx(
+        out["predict_gflops"] / out["sgemm_gflops"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_bench_any_architecture():
+    env = dict(os.environ, PYTHONPATH=REPO)
+    res = subprocess.run([sys.executable, "-m", "srcnn_theano", "bench", "--arch", "9-3-5",
+                          "--filters", "16,8", "--size", "24", "--batch", "2", "--patch", "13",
+                          "--repeats", "1", "--warmup", "0", "--json"], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["architecture"] == "9-3-5" and out["filters"] == "16,8"
+    macs = 16 * 81 + 8 * 16 * 9 + 8 * 25
+    assert out["predict_gflop"] == pytest.approx(2 * 24 * 24 * macs / 1e9)
+    assert out["train_step_gflop"] == pytest.approx(
+        2 * 2 * 13 * 13 * (2 * 16 * 81 + 3 * 8 * 16 * 9 + 3 * 8 * 25) / 1e9)
 
 
 def _load_compare_pytorch():

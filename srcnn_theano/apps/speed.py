@@ -143,13 +143,33 @@ def train_step_flops(arch, n, h, w):
 
 # ------------------------------------------------------------------ workloads
 
-def _architecture(channels=1):
-    from srcnn_theano.network.model import ARCHITECTURES
+def _architecture(arch=ARCH, filters=None, channels=1):
+    """``'f1-f2-f3'`` and ``'n1,n2'`` (None: 64,32) -> the model's architecture dict."""
+    from srcnn_theano.network.model import parse_architecture
 
-    return dict(ARCHITECTURES[ARCH], channels=channels)
+    return dict(parse_architecture(arch, filters), channels=channels)
 
 
-def build_predict(size, impl="gemm", tile="default", seed=0):
+def sgemm_gflops(n=2048, repeats=5):
+    """This machine's float32 matrix-product rate through the BLAS Theano links (GFLOP/s).
+
+    The best of ``repeats`` ``n x n`` products of a compiled ``T.dot``: the
+    reference the network's own GFLOP/s are given as a fraction of.
+    """
+    import numpy as np
+
+    from srcnn_theano.backend import T, theano
+
+    a, b = T.matrix("a", dtype="float32"), T.matrix("b", dtype="float32")
+    fn = theano.function([a, b], T.dot(a, b), name="srcnn_sgemm_probe")
+    rng = np.random.RandomState(0)
+    x, y = rng.rand(n, n).astype(np.float32), rng.rand(n, n).astype(np.float32)
+    fn(x, y)
+    best = min(time_runs(lambda: fn(x, y), repeats, 1))
+    return 2.0 * n ** 3 / best / 1e9
+
+
+def build_predict(size, impl="gemm", tile="default", seed=0, arch=ARCH, filters=None):
     """A no-argument callable running one prediction, and facts about it.
 
     ``tile``: ``'default'`` (the library's), None (no tiling) or an int.
@@ -160,7 +180,7 @@ def build_predict(size, impl="gemm", tile="default", seed=0):
     from srcnn_theano.network.model import SRCNN
     from srcnn_theano.network.weights import Weights
 
-    arch = _architecture()
+    arch = _architecture(arch, filters)
     if tile == "default":
         tile = inference.PREDICT_TILE
     model = SRCNN(**arch, padding="same", init_std=None, seed=seed)
@@ -175,14 +195,14 @@ def build_predict(size, impl="gemm", tile="default", seed=0):
     return (lambda: predictor(image)), facts
 
 
-def build_train(batch=PATCHES, patch=PATCH, impl="gemm", seed=0):
+def build_train(batch=PATCHES, patch=PATCH, impl="gemm", seed=0, arch=ARCH, filters=None):
     """A no-argument callable running one SGD-momentum step, and facts about it."""
     import numpy as np
 
     from srcnn_theano.network.functions import Trainer
     from srcnn_theano.network.model import SRCNN
 
-    arch = _architecture()
+    arch = _architecture(arch, filters)
     model = SRCNN(**arch, padding="same", init_std=None, seed=seed, impl=impl)
     t0 = time.perf_counter()
     trainer = Trainer(model, optimizer="sgd", learning_rate=1e-4, momentum=0.9, loss="mse")
@@ -223,28 +243,33 @@ def environment():
 
 
 def run_bench(size=512, batch=PATCHES, patch=PATCH, repeats=7, warmup=2, impl="gemm",
-              tile="default", what=("predict", "train")):
+              tile="default", what=("predict", "train"), arch=ARCH, filters=None):
     """Time prediction and/or a training step; return a flat dict of results.
 
     Keys: ``predict_s`` / ``train_step_s`` (medians, seconds), ``*_min_s``,
     ``*_times_s`` (every run), ``predict_gflops`` / ``train_gflops``,
     ``peak_gflops_est``, compile times, and :func:`environment`'s facts.
     """
-    out = {"architecture": ARCH, "padding": "same"}
+    spec = _architecture(arch, filters)
+    out = {"architecture": arch, "filters": f"{spec['n1']},{spec['n2']}", "padding": "same"}
     if "predict" in what:
-        fn, facts = build_predict(size, impl=impl, tile=tile)
+        fn, facts = build_predict(size, impl=impl, tile=tile, arch=arch, filters=filters)
         out.update(facts)
         times = time_runs(fn, repeats, warmup)
         out.update(predict_s=statistics.median(times), predict_min_s=min(times),
                    predict_times_s=[round(t, 5) for t in times])
         out["predict_gflops"] = round(out["predict_gflop"] / out["predict_s"], 2)
     if "train" in what:
-        fn, facts = build_train(batch, patch, impl=impl)
+        fn, facts = build_train(batch, patch, impl=impl, arch=arch, filters=filters)
         out.update(facts)
         times = time_runs(fn, repeats, warmup)
         out.update(train_step_s=statistics.median(times), train_step_min_s=min(times),
                    train_step_times_s=[round(t, 5) for t in times])
         out["train_gflops"] = round(out["train_step_gflop"] / out["train_step_s"], 2)
+    out["sgemm_gflops"] = round(sgemm_gflops(), 1)
+    for key in ("predict_gflops", "train_gflops"):
+        if key in out:
+            out[key.replace("gflops", "sgemm_fraction")] = round(out[key] / out["sgemm_gflops"], 3)
     env = environment()
     out["peak_gflops_est"] = env["cpu"].get("peak_gflops_est")
     out.update(env)
@@ -252,24 +277,27 @@ def run_bench(size=512, batch=PATCHES, patch=PATCH, repeats=7, warmup=2, impl="g
 
 
 def format_text(res):
-    lines = [f"SRCNN {res['architecture']} ({res['padding']} padding), Theano {res['theano']}, "
+    lines = [f"SRCNN {res['architecture']} ({res['filters']} filters, {res['padding']} padding), Theano {res['theano']}, "
              f"BLAS: {res['blas']['library']}"
              + (f" ({res['blas'].get('openblas_core')}, {res['blas'].get('openblas_threads')} "
                 f"threads)" if res["blas"].get("openblas_core") else "")
              + f", openmp={res['openmp']}"]
     cpu = res["cpu"]
     lines.append(f"CPU: {cpu.get('model')}, {cpu['cores']} cores, {cpu.get('mhz')} MHz, "
-                 f"{cpu['simd']}; nominal float32 peak ~{res.get('peak_gflops_est')} GFLOP/s")
+                 f"{cpu['simd']}; nominal float32 peak ~{res.get('peak_gflops_est')} GFLOP/s; "
+                 f"measured sgemm 2048^2 {res['sgemm_gflops']:.0f} GFLOP/s")
     if "predict_s" in res:
         lines.append(f"predict {res['size']}x{res['size']} (tile {res['tile']}): "
                      f"median {res['predict_s'] * 1e3:.1f} ms, min {res['predict_min_s'] * 1e3:.1f}"
                      f" ms, {res['predict_gflops']:.1f} GFLOP/s "
+                 f"({100 * res['predict_sgemm_fraction']:.0f}% of sgemm) "
                      f"(compile/load {res['predict_compile_s']:.1f} s)")
     if "train_step_s" in res:
         lines.append(f"train step {res['batch']}x{res['patch']}x{res['patch']}: "
                      f"median {res['train_step_s'] * 1e3:.1f} ms, "
                      f"min {res['train_step_min_s'] * 1e3:.1f} ms, "
                      f"{res['train_gflops']:.1f} GFLOP/s "
+                     f"({100 * res['train_sgemm_fraction']:.0f}% of sgemm) "
                      f"(compile/load {res['train_compile_s']:.1f} s)")
     return "\n".join(lines)
 
@@ -285,6 +313,8 @@ def tile_arg(value):
 
 def add_graph_arguments(p):
     """What to build and time (shared with ``benchmarks/theano_worker.py``); returns ``p``."""
+    p.add_argument("--arch", default=ARCH, help=f"network f1-f2-f3, any odd sizes ({ARCH})")
+    p.add_argument("--filters", default=None, help="n1,n2 filters of layers 1 and 2 (64,32)")
     p.add_argument("--size", type=int, default=512, help="predict on a SIZE x SIZE image (512)")
     p.add_argument("--batch", type=int, default=PATCHES, help="patches per training step (64)")
     p.add_argument("--patch", type=int, default=PATCH, help="training patch side (33)")
@@ -309,7 +339,8 @@ def run_from_args(args):
     """Run what parsed ``bench`` arguments ask for; print; return the exit status."""
     what = (args.only,) if args.only else ("predict", "train")
     res = run_bench(size=args.size, batch=args.batch, patch=args.patch, repeats=args.repeats,
-                    warmup=args.warmup, impl=args.impl, tile=args.tile, what=what)
+                    warmup=args.warmup, impl=args.impl, tile=args.tile, what=what,
+                    arch=args.arch, filters=args.filters)
     if args.json:
         print(json.dumps(res))
     else:
