@@ -22,38 +22,28 @@ Padding modes
 
 How the correlations are computed (``impl``)
 --------------------------------------------
-``'gemm'`` (default)
-    Each layer is one matrix product on a channel-major ``(C, N*H*W)``
-    view, chosen from the kernel shape by :func:`corr2d_strategy`:
+``'gemm'`` (default on the CPU)
+    Each layer is one :class:`~srcnn_theano.network.banded_corr.BandedCorr`
+    op on pixel-major (NHWC) activations: the image is walked in bands of
+    rows that stay in the L2 cache, each band's correlation is one or a few
+    BLAS products, and the bias and the ReLU are applied while the band is
+    in the cache. The padding is done inside the op (zeros for ``same``,
+    edge pixels for ``replicate``). Gradients are the same op on the
+    flipped kernel (input) and :class:`~srcnn_theano.network.banded_corr.BandedCorrGradW`
+    (weights). See :mod:`srcnn_theano.network.banded_corr` for why and how.
 
-    * ``dot``: a 1x1 kernel is a plain ``(O, C) x (C, N*H*W)`` product;
-    * ``im2col``: few input channels (``C <= O``, e.g. conv1 with C=1):
-      stack the ``C*f*f`` shifted images (and a row of ones, which folds
-      the bias into the product), one ``(O, C*f*f + 1)`` product;
-    * ``tapsum``: few output channels (``O < C``, e.g. conv3 with O=1):
-      ``Z = (O*f*f, C) x (C, N*H*W)`` gives every tap's contribution at
-      every pixel, then the ``f*f`` shifted planes of ``Z`` are added into
-      the output in place. This avoids CorrMM's ``C*f*f`` im2col buffer
-      (32 x 25 planes of the image for conv3), the main cost of the
-      ``corrmm`` graph.
-
-    The shifting is done by two small C ops of :mod:`srcnn_theano.network.conv_ops`
-    (``ShiftStack`` = im2col, ``ShiftSum``), adjoint to each other, which
-    also gives the gradients: one graph node each, so functions compile and
-    load fast.
-
-    Activations stay channel-major between layers (``(C, N, H, W)``; the
-    layer's NCHW output is a transposed *view*, and Theano merges the
-    back-to-back transposes), so for one-channel images no layout copy is
-    made anywhere. Same products and sums as a correlation, in another
-    order: equal to ``corrmm`` within float32 rounding.
+    Activations stay pixel-major between layers (the layer's NCHW output is
+    a transposed *view*, and Theano merges the back-to-back transposes), so
+    no layout copy is made anywhere. Same products and sums as a
+    correlation, in another order: equal to ``corrmm`` within float32
+    rounding.
 ``'corrmm'``
     Theano's ``conv2d`` (CorrMM), the reference the tests compare against.
 """
 import numpy as np
 
 from srcnn_theano.backend import T, lasagne, on_gpu
-from srcnn_theano.network.conv_ops import ShiftStack, ShiftSum
+from srcnn_theano.network.banded_corr import BandedCorr, weight_matrix
 
 ARCHITECTURES = {
     "9-1-5": dict(f1=9, f2=1, f3=5, n1=64, n2=32),
@@ -106,77 +96,42 @@ def parse_filters(filters):
         raise ValueError(f"filters must be two positive numbers n1,n2, not {','.join(map(str, filters))}")
     return filters
 IMPLS = ("gemm", "corrmm")
-_ELEMENTWISE = (lasagne.nonlinearities.rectify, lasagne.nonlinearities.linear,
-                lasagne.nonlinearities.identity)
+_LINEAR = (lasagne.nonlinearities.linear, lasagne.nonlinearities.identity)
 
 
-def corr2d_strategy(filter_shape):
-    """How :func:`corr2d_cnhw` computes a kernel of shape (O, C, f, f):
-    ``'dot'``, ``'im2col'`` or ``'tapsum'`` (see the module docstring)."""
-    o, c, f, f2 = filter_shape
-    if f != f2:
-        raise ValueError(f"square kernels only, got {f}x{f2}")
-    if f == 1:
-        return "dot"
-    return "im2col" if c <= o else "tapsum"
-
-
-def corr2d_cnhw(x, W, filter_shape, pad="valid", strategy=None, b=None):
-    """Correlation (no kernel flip) plus bias, of a channel-major batch.
+def corr2d_nhwc(x, W, filter_shape, pad="valid", edge=False, relu=False, b=None,
+                strategy="auto"):
+    """Correlation (no kernel flip) plus bias, optionally ReLU, of a pixel-major batch.
 
     Parameters
     ----------
-    x : theano 4-D tensor (C, N, H, W)
-        Channel-major: ``nchw.dimshuffle(1, 0, 2, 3)``.
+    x : theano 4-D tensor (N, H, W, C)
+        Pixel-major: ``nchw.dimshuffle(0, 2, 3, 1)``.
     W : theano 4-D tensor (O, C, f, f), odd f
     filter_shape : tuple of ints, W's shape (needed to build the graph)
     pad : {'valid', 'same'}
-        ``same`` zero-pads by ``f // 2`` (output H x W); ``valid`` gives
+        ``same`` pads by ``f // 2`` (output H x W); ``valid`` gives
         (H - f + 1) x (W - f + 1).
-    strategy : {'dot', 'im2col', 'tapsum'} or None
-        ``None`` picks :func:`corr2d_strategy`'s.
+    edge : bool
+        With ``same``: pad with edge pixels instead of zeros (``replicate``).
+    relu : bool
+        ``max(0, .)`` applied to the result inside the op.
     b : theano vector (O,) or None
-        Bias. ``im2col`` folds it into its matrix product (a row of ones
-        under the shifted images, a column of ``b`` beside the kernels), so
-        a training step needs neither a separate add nor a sum over pixels
-        for its gradient; the other strategies add it.
+    strategy : see :class:`~srcnn_theano.network.banded_corr.BandedCorr`
 
     Returns
     -------
-    theano 4-D tensor (O, N, H', W')
+    theano 4-D tensor (N, H', W', O)
     """
-    o, c, f, _ = (int(v) for v in filter_shape)
-    strategy = strategy or corr2d_strategy(filter_shape)
+    f = int(filter_shape[2])
     if pad not in ("valid", "same"):
         raise ValueError(f"pad must be 'valid' or 'same', not {pad!r}")
-    n, h, w = x.shape[1], x.shape[2], x.shape[3]
-    r = f // 2
-    same = pad == "same"
-    ho, wo = (h, w) if same else (h - 2 * r, w - 2 * r)
-
-    def add_bias(out):
-        return out if b is None else out + b.dimshuffle(0, "x", "x", "x")
-
-    if strategy == "dot":
-        if f != 1:
-            raise ValueError("strategy 'dot' needs a 1x1 kernel")
-        return add_bias(T.dot(W.reshape((o, c)), x.reshape((c, -1))).reshape((o, n, h, w)))
-    pad_px = r if same else 0
-    if strategy == "im2col":
-        # (C*f*f [+ 1], N, H', W'): the shifted images, rows (channel, tap), then ones.
-        cols = ShiftStack(f, pad_px, ones_row=b is not None)(x)
-        kernels = W.reshape((o, c * f * f))
-        if b is not None:
-            kernels = T.concatenate([kernels, b.dimshuffle(0, "x")], axis=1)
-        k = c * f * f + (b is not None)
-        return T.dot(kernels, cols.reshape((k, -1))).reshape((o, n, ho, wo))
-    if strategy != "tapsum":
-        raise ValueError(f"unknown strategy {strategy!r}")
-    # Z[o*f*f + t] = sum_c W[o, c, t] x[c]: tap t's contribution before its shift,
-    # then each tap's plane is added where it lands.
-    z = T.dot(W.dimshuffle(0, 2, 3, 1).reshape((o * f * f, c)),
-              x.reshape((c, -1))).reshape((o * f * f, n, h, w))
-    return add_bias(ShiftSum(f, pad_px)(z))
+    if edge and pad != "same":
+        raise ValueError("edge padding needs pad='same'")
+    op = BandedCorr(f, f // 2 if pad == "same" else 0, edge=edge, relu=relu, strategy=strategy,
+                    has_bias=b is not None)
+    args = (x, weight_matrix(W)) + ((b,) if b is not None else ())
+    return op(*args)
 
 
 class ReplicatePadLayer(lasagne.layers.Layer):
@@ -204,21 +159,25 @@ class ReplicatePadLayer(lasagne.layers.Layer):
 class CorrConv2DLayer(lasagne.layers.Conv2DLayer):
     """Lasagne's 2-D convolution layer computing a correlation (no kernel flip).
 
-    ``pad`` is ``'valid'`` (no padding) or ``'same'`` (zero padding of
-    ``f // 2``, done inside Theano's convolution as ``border_mode='half'``
-    rather than Lasagne 0.1's crop of a full convolution).
-    W has shape (num_filters, input_channels, f, f).
-    ``impl`` is ``'gemm'`` (:func:`corr2d_cnhw`, the default) or
-    ``'corrmm'`` (Theano's ``conv2d``); see the module docstring.
+    ``pad`` is ``'valid'`` (no padding) or ``'same'`` (padding of ``f // 2``:
+    zeros, or edge pixels when ``edge``). W has shape (num_filters,
+    input_channels, f, f). ``impl`` is ``'gemm'`` (:func:`corr2d_nhwc`, the
+    default) or ``'corrmm'`` (Theano's ``conv2d``, zero padding only, as
+    ``border_mode='half'`` rather than Lasagne 0.1's crop of a full
+    convolution); see the module docstring.
     """
 
-    def __init__(self, incoming, num_filters, filter_size, pad="valid", impl="gemm", **kwargs):
+    def __init__(self, incoming, num_filters, filter_size, pad="valid", impl="gemm", edge=False,
+                 **kwargs):
         if pad not in ("valid", "same"):
             raise ValueError(f"pad must be 'valid' or 'same', not {pad!r}")
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
+        if edge and (impl != "gemm" or pad != "same"):
+            raise ValueError("edge padding needs impl='gemm' and pad='same'")
         super().__init__(incoming, num_filters, filter_size, pad=pad, **kwargs)
         self.impl = impl
+        self.edge = bool(edge)
 
     def get_output_for(self, input, input_shape=None, **kwargs):
         if self.impl == "corrmm":
@@ -230,14 +189,13 @@ class CorrConv2DLayer(lasagne.layers.Conv2DLayer):
             if self.b is not None:
                 conved = conved + self.b.dimshuffle("x", 0, "x", "x")
             return self.nonlinearity(conved)
-        # Channel-major inside; NCHW (a transposed view) outside.
+        # Pixel-major inside; NCHW (a transposed view) outside.
         # (Lasagne stores pad='valid' as (0, 0).)
         pad = "same" if self.pad == "same" else "valid"
-        out = corr2d_cnhw(input.dimshuffle(1, 0, 2, 3), self.W, self.get_W_shape(), pad,
-                          b=self.b)
-        if self.nonlinearity in _ELEMENTWISE:
-            return self.nonlinearity(out).dimshuffle(1, 0, 2, 3)
-        return self.nonlinearity(out.dimshuffle(1, 0, 2, 3))
+        relu = self.nonlinearity is lasagne.nonlinearities.rectify
+        out = corr2d_nhwc(input.dimshuffle(0, 2, 3, 1), self.W, self.get_W_shape(), pad,
+                          edge=self.edge, relu=relu, b=self.b).dimshuffle(0, 3, 1, 2)
+        return out if relu or self.nonlinearity in _LINEAR else self.nonlinearity(out)
 
 
 class SRCNN:
@@ -300,11 +258,13 @@ class SRCNN:
             else:
                 std = init_std
             w = rng.normal(0.0, std, size=(n, net.output_shape[1], f, f)).astype("float32")
-            if padding == "replicate" and f > 1:
+            # replicate: edge padding inside the gemm op; a pad layer before corrmm.
+            edge = padding == "replicate" and f > 1 and impl == "gemm"
+            if padding == "replicate" and f > 1 and not edge:
                 net = ReplicatePadLayer(net, f // 2, name=f"pad{i}")
-            net = CorrConv2DLayer(net, n, f, pad="same" if padding == "same" else "valid",
+            net = CorrConv2DLayer(net, n, f, pad="same" if padding == "same" or edge else "valid",
                                   W=w, b=lasagne.init.Constant(0.0), nonlinearity=nonlin,
-                                  name=f"conv{i}", impl=impl)
+                                  name=f"conv{i}", impl=impl, edge=edge)
             self.layers.append(net)
         self.output_layer = net
 
