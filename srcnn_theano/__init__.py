@@ -4,7 +4,7 @@ The pipeline, one folder per stage, data flowing one way::
 
     image/       io, units (0-1 floats, MATLAB rounding), ycbcr (the one Y path), imresize
     patches/     extract (generate_train.m), store (HDF5)
-    network/     conv_ops, model (Lasagne), functions (compiled Theano), weights, inference
+    network/     banded_corr, model (Lasagne), functions (compiled Theano), weights, inference
     evaluation/  metrics (PSNR/SSIM), protocol (the authors' test), datasets
     training/    config, data, checkpoint, loop
     apps/        upscale, figure, benchmark, demo, speed, export (ONNX, safetensors)

@@ -1,6 +1,6 @@
 """The fast paths compute what the reference computes.
 
-* :func:`srcnn_theano.network.model.corr2d_cnhw` (every strategy, both paddings)
+* :func:`srcnn_theano.network.model.corr2d_nhwc` (every strategy, every padding, gradients)
   against scipy's float64 correlation;
 * the ``gemm`` SRCNN graph against the ``corrmm`` one (Theano's CorrMM):
   forward for every padding, gradients and SGD updates, tiled prediction;
@@ -31,7 +31,7 @@ from srcnn_theano import backend, blas
 from srcnn_theano.backend import T, theano
 from srcnn_theano.network.functions import Trainer, compile_predict
 from srcnn_theano.network.inference import Predictor
-from srcnn_theano.network.model import ARCHITECTURES, SRCNN, corr2d_cnhw, corr2d_strategy
+from srcnn_theano.network.model import ARCHITECTURES, SRCNN, corr2d_nhwc
 from srcnn_theano.network.weights import Weights
 
 from conftest import REPO, random_arrays as shared_random_arrays
@@ -54,37 +54,48 @@ def scipy_corr(x, w, pad):
     return np.stack(out)
 
 
-def test_strategy_choice():
-    assert corr2d_strategy((32, 64, 1, 1)) == "dot"        # conv2 of 9-1-5
-    assert corr2d_strategy((64, 1, 9, 9)) == "im2col"      # conv1: one input channel
-    assert corr2d_strategy((1, 32, 5, 5)) == "tapsum"      # conv3: one output channel
-    assert corr2d_strategy((3, 32, 5, 5)) == "tapsum"
-    with pytest.raises(ValueError):
-        corr2d_strategy((1, 1, 3, 5))
-
-
 @pytest.mark.parametrize("strategy,shape", [
     ("dot", (4, 3, 1, 1)),
     ("im2col", (4, 1, 3, 3)),
     ("im2col", (3, 2, 5, 5)),
+    ("im2col", (3, 9, 3, 3)),
     ("tapsum", (1, 5, 5, 5)),
     ("tapsum", (2, 3, 3, 3)),
-    ("tapsum", (2, 3, 1, 1)),
-    ("im2col", (2, 3, 1, 1)),
+    ("shift", (9, 10, 3, 3)),
+    ("shift", (2, 3, 5, 5)),
+    ("auto", (16, 12, 5, 5)),
 ])
-@pytest.mark.parametrize("pad", ["same", "valid"])
-def test_corr2d_cnhw_equals_scipy(strategy, shape, pad):
+@pytest.mark.parametrize("pad,edge", [("same", False), ("valid", False), ("same", True)])
+def test_corr2d_nhwc_equals_scipy_and_its_gradients(strategy, shape, pad, edge):
     # A seed of its own per case, the same in every run (hash() of a str is not).
-    rng = np.random.RandomState(zlib.crc32(repr((strategy, shape, pad)).encode()))
+    rng = np.random.RandomState(zlib.crc32(repr((strategy, shape, pad, edge)).encode()))
     o, c, f, _ = shape
     x = rng.rand(2, c, 11, 8).astype("float32")
     w = rng.randn(*shape).astype("float32")
     xv, wv = T.tensor4(), T.tensor4()
-    y = corr2d_cnhw(xv.dimshuffle(1, 0, 2, 3), wv, shape, pad, strategy).dimshuffle(1, 0, 2, 3)
+    y = corr2d_nhwc(xv.dimshuffle(0, 2, 3, 1), wv, shape, pad, edge=edge,
+                    strategy=strategy).dimshuffle(0, 3, 1, 2)
     got = theano.function([xv, wv], y)(x, w)
-    ref = scipy_corr(x, w, pad)
+    r = f // 2
+    xr = np.pad(x, ((0, 0), (0, 0), (r, r), (r, r)), mode="edge") if edge else x
+    ref = scipy_corr(xr, w, "valid" if edge else pad)
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    # gradients of sum(y * g) with respect to x and W, against the same sums in numpy
+    g = rng.randn(*ref.shape).astype("float32")
+    gx, gw = theano.function([xv, wv], theano.grad(T.sum(y * g), [xv, wv]))(x, w)
+    eps = 1e-2
+    for arr, grad, idx in ((x, gx, (1, c - 1, 5, 0)), (w, gw, (o - 1, 0, f - 1, f // 2))):
+        up, down = arr.copy(), arr.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        args = (up, w) if arr is x else (x, up)
+        args_d = (down, w) if arr is x else (x, down)
+        def loss(a, b):
+            ar = np.pad(a, ((0, 0), (0, 0), (r, r), (r, r)), mode="edge") if edge else a
+            return float((scipy_corr(ar, b, "valid" if edge else pad) * g).sum())
+        numeric = (loss(*args) - loss(*args_d)) / (2 * eps)
+        assert grad[idx] == pytest.approx(numeric, rel=1e-2, abs=1e-2)
 
 
 def random_arrays(arch, seed=0, scale=0.3):
@@ -192,7 +203,8 @@ from srcnn_theano.network.model import SRCNN
 out = {}
 x = np.random.RandomState(0).rand(1, 1, 300, 280).astype('float32')
 for impl in ('gemm', 'corrmm'):
-    m = SRCNN.from_preset('9-1-5', padding='same', init_std=None, seed=0, impl=impl)
+    m = SRCNN.from_preset('9-1-5', padding='same', init_std=None, seed=0,
+                          impl=None if impl == 'gemm' else impl)
     out[impl] = compile_predict(m)(x)
 print(json.dumps({'diff': float(np.abs(out['gemm'] - out['corrmm']).max()),
                   'scale': float(np.abs(out['corrmm']).max()),
@@ -308,47 +320,21 @@ def test_malloc_tuning_is_on_by_default_and_can_be_turned_off():
     assert res.stdout.split()[-1] == "False"
 
 
-def test_im2col_folds_the_bias_into_the_product():
-    """conv1's bias is a column of the product: no separate add, and its gradient
-    comes out of the weight-gradient product (no sum over pixels)."""
+def test_bias_gradient_comes_out_of_the_weight_gradient_op():
+    """conv1's bias is added inside the banded op, and its gradient is summed by the
+    weight-gradient op while each band is in the cache (no separate sum over pixels)."""
     model = SRCNN(**dict(ARCHITECTURES["9-1-5"], channels=1), padding="same")
     loss = T.sum(model.get_output())
     g_b1 = theano.grad(loss, model.layers[0].b)
     f = theano.function([model.input_var], g_b1)
     ops = [type(n.op).__name__ for n in f.maker.fgraph.toposort()]
-    assert "Sum" not in ops and ("Dot22" in ops or "Gemm" in ops or "Dot22Scalar" in ops)
+    assert "Sum" not in ops and "BandedCorrGradW" in ops
     x = np.random.RandomState(0).rand(2, 1, 12, 10).astype("float32")
     ref = SRCNN(**dict(ARCHITECTURES["9-1-5"], channels=1), padding="same", impl="corrmm")
     ref.set_weights(model.get_weights())
     g_ref = theano.function([ref.input_var], theano.grad(T.sum(ref.get_output()),
                                                          ref.layers[0].b))(x)
     np.testing.assert_allclose(f(x), g_ref, rtol=1e-4, atol=1e-6)
-
-
-@pytest.mark.parametrize("k,pad", [(1, 0), (3, 0), (3, 1), (3, 2), (5, 2), (5, 4)])
-@pytest.mark.parametrize("flip", [False, True])
-def test_shift_ops_c_code_equals_numpy_and_gradients_check(k, pad, flip):
-    """The two C ops of srcnn_theano.network.conv_ops: C == their numpy perform(), on
-    strided inputs; shapes inferred right; numeric gradients match."""
-    from srcnn_theano.network.conv_ops import ShiftStack, ShiftSum
-
-    rng = np.random.RandomState(k * 10 + pad)
-    py_mode = theano.compile.mode.Mode(linker="py", optimizer="fast_run")
-    x = T.tensor4()
-    xs = rng.rand(3, 2, 7, 6).astype("float32").transpose(1, 0, 2, 3)  # non-contiguous
-    zs = rng.rand(2 * k * k, 3, 7, 6).astype("float32")[:, :, :, ::-1]  # negative strides
-    for op, inp in ((ShiftStack(k, pad, flip, True), xs), (ShiftStack(k, pad, flip), xs),
-                    (ShiftSum(k, pad, flip), zs)):
-        got = theano.function([x], op(x))(inp)
-        want = theano.function([x], op(x), mode=py_mode)(inp)
-        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-        assert tuple(theano.function([x], op(x).shape)(inp)) == got.shape
-        if not getattr(op, "ones_row", False):
-            theano.gradient.verify_grad(op, [inp.astype("float64")], rng=rng, eps=1e-4)
-    # ShiftStack with the ones row: last row is ones, the rest is the plain stack.
-    full = theano.function([x], ShiftStack(k, pad, flip, True)(x))(xs)
-    plain = theano.function([x], ShiftStack(k, pad, flip)(x))(xs)
-    assert np.array_equal(full[:-1], plain) and (full[-1] == 1).all()
 
 
 def test_fast_graph_is_small():
@@ -360,17 +346,18 @@ def test_fast_graph_is_small():
     assert len(tr.train.maker.fgraph.apply_nodes) < 150
 
 
-def test_shift_loops_run_without_the_gil():
-    """The shift ops' loops release the GIL, so that upscale's helper thread prepares and
-    finishes tiles meanwhile: all the loops sit between Py_BEGIN/END_ALLOW_THREADS,
-    with no Python API call inside."""
-    from srcnn_theano.backend import T
-    from srcnn_theano.network.conv_ops import ShiftStack, ShiftSum
+def test_band_loops_run_without_the_gil():
+    """The banded ops run their bands (plain memory work and BLAS calls) between
+    Py_BEGIN/END_ALLOW_THREADS, with no Python API call inside, so that upscale's
+    helper thread prepares and finishes tiles meanwhile."""
+    from srcnn_theano.network.banded_corr import BandedCorr, BandedCorrGradW
 
-    for op in (ShiftStack(9, 4, ones_row=True), ShiftStack(5, 2, flip=True), ShiftSum(5, 2)):
-        node = op.make_node(T.tensor4())
-        code = op.c_code(node, "n", ["x"], ["o"], {"fail": "FAIL;"})
+    x, w, b = T.tensor4(dtype="float32"), T.matrix(dtype="float32"), T.vector(dtype="float32")
+    for op, args in ((BandedCorr(9, 4, relu=True), (x, w, b)), (BandedCorrGradW(5, 2), (x, x))):
+        node = op.make_node(*args)
+        outs = ["o%d" % i for i in range(len(node.outputs))]
+        code = op.c_code(node, "n", ["i%d" % i for i in range(len(args))], outs, {"fail": "FAIL;"})
         before, rest = code.split("Py_BEGIN_ALLOW_THREADS")
         inside, after = rest.split("Py_END_ALLOW_THREADS")
-        assert "for (" in inside and "for (" not in before + after
+        assert "_run(" in inside
         assert not re.search(r"\bPy[A-Z_]", inside) and "FAIL" not in inside

@@ -124,7 +124,7 @@ def _upscale_bands(src, scale, predictor, tile, prepare, finish, dtype, threads=
     network runs on the tiles in order, in this thread; the numpy stages
     (prepare and bicubic of the next ``threads`` tiles, finishing the ones
     done) run meanwhile on a thread pool: numpy and the network's shift
-    loops (:mod:`srcnn_theano.network.conv_ops`) release the GIL, so they
+    loops (:mod:`srcnn_theano.network.banded_corr`) release the GIL, so they
     use the core the network's single-threaded phases leave idle.
     """
     h, w = src.shape[:2]

@@ -42,7 +42,7 @@ How the correlations are computed (``impl``)
 """
 import numpy as np
 
-from srcnn_theano.backend import T, lasagne, on_gpu
+from srcnn_theano.backend import T, lasagne, on_gpu, theano
 from srcnn_theano.network.banded_corr import BandedCorr, weight_matrix
 
 ARCHITECTURES = {
@@ -213,7 +213,7 @@ class SRCNN:
         See the module docstring.
     impl : {'gemm', 'corrmm'} or None
         How the correlations are computed (same results; see the module
-        docstring). ``None`` (default): ``gemm``, the fast one on the CPU;
+        docstring). ``None`` (default): ``gemm``, the fast one on the CPU (when a BLAS is linked);
         ``corrmm`` on a GPU (``device=cuda``), where Theano turns
         ``conv2d`` into cuDNN convolutions (``GpuDnnConv``).
     init_std : float or None
@@ -238,7 +238,9 @@ class SRCNN:
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, not {padding!r}")
         if impl is None:
-            impl = "corrmm" if on_gpu() else "gemm"
+            # The banded ops call the linked BLAS's sgemm_; without one (empty
+            # blas__ldflags) Theano's own CorrMM goes through numpy.
+            impl = "corrmm" if on_gpu() or not theano.config.blas__ldflags else "gemm"
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
         self.impl = impl
