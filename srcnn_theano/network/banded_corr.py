@@ -29,7 +29,8 @@ dx)*C``, with rows ``C`` floats apart: a plain matrix for the BLAS, no copy.
 The products are pixel-major (``(pixels, K) x (K, O)``), the orientation
 in which both OpenBLAS and MKL run SRCNN's thin channel counts fastest.
 
-Strategies (``strategy``; ``'auto'`` picks by :func:`forward_strategy`):
+Strategies (``strategy``; ``'auto'``: ``dot`` for k = 1, ``im2col`` for C < 8, ``tapsum``
+for O < 8 (forward only), else ``shift``; measured fastest on SRCNN's layers):
 
 ``dot``     ``k = 1``: one product per band, ``(pixels, C) x (C, O)``.
 ``im2col``  few input channels (conv1, C = 1): the band's ``k*k*C`` shifted
@@ -60,32 +61,11 @@ import numpy as np
 
 from srcnn_theano.backend import T, theano
 
-__all__ = ["BandedCorr", "BandedCorrGradW", "forward_strategy", "grad_w_strategy",
-           "weight_matrix", "BAND_BYTES"]
+__all__ = ["BandedCorr", "BandedCorrGradW", "weight_matrix", "BAND_BYTES"]
 
 #: Bytes of scratch a band may use (input block + product): within a core's L2.
 BAND_BYTES = 1 << 20
 STRATEGIES = ("auto", "dot", "im2col", "shift", "tapsum")
-
-
-def forward_strategy(k, c, o):
-    """The forward strategy for a ``k x k`` kernel, ``c`` inputs, ``o`` outputs."""
-    if k == 1:
-        return "dot"
-    if c * k * k <= 128:
-        return "im2col"
-    if o < 8:
-        return "tapsum"
-    return "shift"
-
-
-def grad_w_strategy(k, c, o):
-    """The weight-gradient strategy (the forward one's dual; ``dot`` is im2col with k = 1)."""
-    if k == 1 or c * k * k <= 128:
-        return "im2col"
-    if o < 8:
-        return "tapsum"
-    return "shift"
 
 
 def weight_matrix(W):
@@ -192,11 +172,6 @@ static void srcnn_im2col(float* cols, const float* S, int R, int Wo, int Wp, int
     }
 }
 
-static int srcnn_env_mode(const char* name, int mode) {
-    const char* e = getenv(name);
-    return (e != NULL && *e) ? atoi(e) : mode;
-}
-
 /* 0 dot, 1 im2col (transposed), 2 shift, 3 tapsum, 4 im2col (pixel-major); grad: the
    weight-gradient op's choice. */
 static int srcnn_mode(const char* strategy, int K, int C, int O, int grad) {
@@ -204,7 +179,7 @@ static int srcnn_mode(const char* strategy, int K, int C, int O, int grad) {
         if (K == 1) return 0;
         if (C < 8) return 1;
         if (!grad && O < 8) return 3;
-        return srcnn_env_mode(grad ? "SRCNN_GW_MODE" : "SRCNN_FWD_MODE", 2);
+        return 2;
     }
     if (!strcmp(strategy, "dot")) return K == 1 ? 0 : 1;
     if (!strcmp(strategy, "im2col")) return C < 8 ? 1 : 4;
