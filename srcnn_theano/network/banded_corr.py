@@ -466,6 +466,13 @@ static int srcnn_gw_run(const srcnn_gw_t* a, float* dwd, float* dbd) {
 """
 
 
+#: C: rows per band (``a_.R``) for the scratch each strategy keeps (shared by both ops).
+_BAND_ROWS_C = f"""a_.R = (a_.mode == 1 || a_.mode == 4)
+            ? srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * C * 4, Wp * C * 4 + Wo * KK * 4, a_.Ho)
+            : a_.mode == 2 ? srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * C * 4, Wp * (C + O) * 4, a_.Ho)
+            : srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * (C + TO) * 4, Wp * (C + TO) * 4, a_.Ho);"""
+
+
 class _BandedOp(theano.graph.op.COp):
     """What both ops share: BLAS linkage, the scratch helpers, the checks."""
 
@@ -645,12 +652,7 @@ class BandedCorr(_BandedOp):
         a_.mode = srcnn_mode("{self.strategy}", K, C, O, 0);
         const long Wp = a_.Wp, Wo = a_.Wo, KK = (long)K * K * C, TO = (long)K * K * O;
         if (a_.mode == 0) a_.R = srcnn_band_rows({BAND_BYTES}, 0, Wo * (C + O) * 4, a_.Ho);
-        else if (a_.mode == 1 || a_.mode == 4)
-            a_.R = srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * C * 4, Wp * C * 4 + Wo * KK * 4, a_.Ho);
-        else if (a_.mode == 2)
-            a_.R = srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * C * 4, Wp * (C + O) * 4, a_.Ho);
-        else
-            a_.R = srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * (C + TO) * 4, Wp * (C + TO) * 4, a_.Ho);
+        else {{ {_BAND_ROWS_C} }}
         a_.x = (const float*)PyArray_DATA(xc_); a_.w = (const float*)PyArray_DATA(wc_);
         a_.b = bc_ ? (const float*)PyArray_DATA(bc_) : NULL; a_.y = (float*)PyArray_DATA({y});
         if (a_.mode == 3) {{  /* wt[t*O + o, c] = w[t*C + c, o] */
@@ -733,12 +735,7 @@ class BandedCorrGradW(_BandedOp):
         a_.mode = srcnn_mode("{self.strategy}", K, C, O, 1);
         const long Wp = a_.Wp, Wo = a_.Wo, KK = (long)K * K * C, TO = (long)K * K * O;
         if (a_.mode == 0) a_.R = a_.Ho;
-        else if (a_.mode == 1 || a_.mode == 4)
-            a_.R = srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * C * 4, Wp * C * 4 + Wo * KK * 4, a_.Ho);
-        else if (a_.mode == 2)
-            a_.R = srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * C * 4, Wp * (C + O) * 4, a_.Ho);
-        else
-            a_.R = srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * (C + TO) * 4, Wp * (C + TO) * 4, a_.Ho);
+        else {{ {_BAND_ROWS_C} }}
         a_.x = (const float*)PyArray_DATA(xc_); a_.g = (const float*)PyArray_DATA(gc_);
         int err_;
         float* dwd_ = (float*)PyArray_DATA({dw});
