@@ -1,31 +1,39 @@
-"""Which BLAS Theano links: found once per machine by compiling test programs, then cached.
+"""Which BLAS Theano links: found once per machine by compiling and timing test programs,
+then cached.
 
 :mod:`srcnn_theano.backend` passes :func:`blas_ldflags` to Theano as
 ``blas__ldflags``. Theano-PyMC 1.1.2 crashes at import while probing
-``numpy.distutils`` for BLAS unless this flag is set. In order of
-preference (the first that a test program links *and* runs with):
+``numpy.distutils`` for BLAS unless this flag is set. The candidates, each
+kept only when a test program links *and* runs with it:
 
 1. the ``scipy-openblas32`` wheel (a pip requirement of the project): a
    current OpenBLAS (0.3.34, SkylakeX kernels on AVX-512 machines) that
    runs SRCNN's thin products up to twice as fast as the 0.3.2x builds
-   below (10-15% of a whole prediction on the 2-core development VM); its
-   symbols are ``scipy_``-prefixed, so the flags also carry
+   below; its symbols are ``scipy_``-prefixed, so the flags also carry
    ``-Dsgemm_=scipy_sgemm_`` (and the like) for Theano's compiler;
-2. the OpenBLAS that scipy's wheel bundles (``scipy.libs/libopenblas*.so``,
+2. else the OpenBLAS that scipy's wheel bundles (``scipy.libs/libopenblas*.so``,
    32-bit integers and plain ``sgemm_`` symbols, as Theano's BLAS
-   headers expect), linked by file name with an rpath: a threaded sgemm
-   from a pinned pip requirement, no system package needed;
-3. ``-lopenblas`` (Debian's ``libopenblas-dev``);
-4. the empty string, which makes Theano call numpy's BLAS through its C
-   API (``PyArray_MatrixProduct2``, one extra pass over each result):
-   correct, and about as fast as 2. with numpy's wheel (its bundled
-   OpenBLAS 0.3.20).
+   headers expect), linked by file name with an rpath;
+3. Intel MKL's ``libmkl_rt`` from the ``mkl`` wheel (a pip requirement
+   too), linked by file name with an rpath (it loads its CPU kernels from
+   its own folder).
+
+When both an OpenBLAS and MKL work, :func:`thin_sgemm_gflops` times each
+on the single-threaded products SRCNN's banded correlation makes (thin:
+32-64 output channels, K = 81 to 1600) and the faster one is linked; MKL
+must be at least :data:`MKL_MARGIN` times faster to win, so OpenBLAS stays
+where the two are alike (MKL is slower on some AMD parts). On the 2-core
+Sapphire Rapids development VM, MKL runs these products 1.4-1.9x faster
+and is chosen. With none of the three: ``-lopenblas`` (Debian's
+``libopenblas-dev``), else the empty string, which makes Theano call
+numpy's BLAS through its C API (``PyArray_MatrixProduct2``, one extra pass
+over each result): correct, and slower.
 
 numpy's own wheel bundles OpenBLAS too, but with 64-bit integers and
 ``sgemm_64_`` symbols, which Theano's headers cannot call.
 
-The choice is made once per machine, not once per process: compiling and
-running the test programs (:func:`_links_with`) is cached in
+The choice is made once per machine, not once per process: compiling, running and
+timing the test programs (:func:`_links_with`, :func:`thin_sgemm_gflops`) is cached in
 ``~/.cache/srcnn_theano/blas_ldflags.json`` (``$SRCNN_CACHE_DIR`` or
 ``$XDG_CACHE_HOME/srcnn_theano`` when set), written atomically
 (a temporary file in the same folder, then ``os.replace``). The cached
@@ -43,6 +51,7 @@ skips the probe and the cache altogether.
 This module imports neither Theano nor numpy (it runs before Theano is imported).
 """
 import ctypes.util
+import importlib.metadata
 import json
 import os
 import platform
@@ -56,7 +65,10 @@ from srcnn_theano.files import atomic_write_bytes
 
 #: Bumped whenever what :func:`blas_ldflags` probes, or how, changes: a cached
 #: answer of another version is probed again.
-PROBE_VERSION = 1
+PROBE_VERSION = 2
+
+#: How much faster than OpenBLAS MKL must run the thin products to be linked instead.
+MKL_MARGIN = 1.1
 
 
 def _compiler():
@@ -114,18 +126,37 @@ def bundled_openblas():
     return found[0] if found else None
 
 
-def bundled_openblas_ldflags(path):
-    """``blas__ldflags`` linking the library at ``path`` by file name, with an rpath.
+def file_ldflags(path):
+    """``blas__ldflags`` linking the library at ``path`` by file name, with an rpath
+    (scipy's bundled OpenBLAS, MKL's ``libmkl_rt.so.N``).
 
     ``-Xlinker --disable-new-dtags`` makes the rpath an ``RPATH`` (not a
     ``RUNPATH``), which the loader also uses for the library's own bundled
-    dependencies (scipy's ``libgfortran-*.so``). Theano splits this string
+    dependencies (scipy's ``libgfortran-*.so``, MKL's kernels). Theano splits this string
     on blanks and ``THEANO_FLAGS`` on commas, so neither may appear in the path.
     """
     d, name = os.path.split(path)
     if any(ch in path for ch in " ,'\""):
         raise ValueError(f"cannot pass this path to Theano: {path!r}")
     return f"-L{d} -l:{name} -Xlinker --disable-new-dtags"
+
+
+def mkl_rt():
+    """Path of ``libmkl_rt.so.N`` installed by the ``mkl`` wheel, or None.
+
+    Found from the wheel's file list (it lands in ``<prefix>/lib``, with no
+    ``libmkl_rt.so`` link), without loading it.
+    """
+    try:
+        dist = importlib.metadata.distribution("mkl")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or ():
+        if f.name.startswith("libmkl_rt.so"):
+            path = os.path.realpath(str(dist.locate_file(f)))
+            if os.path.isfile(path):
+                return path
+    return None
 
 
 #: The Fortran BLAS routines Theano's C code calls (``blas.py``, ``blas_c.py``,
@@ -190,19 +221,92 @@ def pypi_openblas_ldflags(path):
     return f"-L{d} -l{lib} " + " ".join(defs)
 
 
-def _probe_blas_ldflags():
-    """Find the ``blas__ldflags`` by compiling test programs (uncached)."""
-    for find, ldflags in ((pypi_openblas, pypi_openblas_ldflags),
-                          (bundled_openblas, bundled_openblas_ldflags)):
-        path = find()
-        if path is None:
-            continue
+#: Times single-threaded sgemm_ on SRCNN's thin products (column-major m, n, k: the
+#: 9x9 and 5x5 forward products of 64- and 32-channel layers, a 3x3 one, and a weight
+#: gradient) and prints the rate in GFLOP/s.
+_TIMING_PROGRAM = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+void sgemm_(const char *, const char *, const int *, const int *, const int *, const float *,
+            const float *, const int *, const float *, const int *, const float *, float *,
+            const int *);
+static double now(void) {
+  struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+int main(void) {
+  static const int shapes[][3] = {{64, 4096, 81}, {32, 2048, 1600}, {32, 4096, 576},
+                                  {1600, 32, 2048}};
+  float one = 1, zero = 0;
+  double flop = 0, secs = 0;
+  for (int s = 0; s < 4; s++) {
+    int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+    float *a = malloc(sizeof(float) * m * k), *b = malloc(sizeof(float) * k * n),
+          *c = malloc(sizeof(float) * m * n);
+    for (int i = 0; i < m * k; i++) a[i] = (float)(i % 7) * 0.1f;
+    for (int i = 0; i < k * n; i++) b[i] = (float)(i % 5) * 0.1f;
+    sgemm_("N", "N", &m, &n, &k, &one, a, &m, b, &k, &zero, c, &m);
+    double best = 1e30;
+    for (int rep = 0; rep < 5; rep++) {
+      double t0 = now();
+      for (int i = 0; i < 4; i++) sgemm_("N", "N", &m, &n, &k, &one, a, &m, b, &k, &zero, c, &m);
+      double t = (now() - t0) / 4;
+      if (t < best) best = t;
+    }
+    flop += 2.0 * m * n * k; secs += best;
+    free(a); free(b); free(c);
+  }
+  printf("%.3f\n", flop / secs * 1e-9);
+  return 0;
+}
+"""
+
+
+def thin_sgemm_gflops(flags):
+    """GFLOP/s of one thread running SRCNN's thin products (:data:`_TIMING_PROGRAM`)
+    through the BLAS that ``flags`` link; 0.0 when it cannot be built or run."""
+    cc = _compiler()
+    if cc is None:
+        return 0.0
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        path, exe = os.path.join(tmp, "t.c"), os.path.join(tmp, "t")
+        with open(path, "w") as f:
+            f.write(_TIMING_PROGRAM)
         try:
-            flags = ldflags(path)
-        except ValueError:
-            continue
-        if _links_with(flags.split() + [f"-Wl,-rpath,{os.path.dirname(path)}"], run=True):
-            return flags
+            subprocess.run([cc, "-O2", path, "-o", exe] + list(flags), check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+            out = subprocess.run([exe], env=env, capture_output=True, text=True, timeout=120,
+                                 check=True)
+            return float(out.stdout.split()[0])
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+            return 0.0
+
+
+def _working(find, ldflags):
+    """``(ldflags, flags to build a test program)`` for the library ``find()`` returns,
+    when a test program links and runs with it; else None."""
+    path = find()
+    if path is None:
+        return None
+    try:
+        flags = ldflags(path)
+    except ValueError:
+        return None
+    build = flags.split() + [f"-Wl,-rpath,{os.path.dirname(path)}"]
+    return (flags, build) if _links_with(build, run=True) else None
+
+
+def _probe_blas_ldflags():
+    """Find the ``blas__ldflags`` by compiling and timing test programs (uncached)."""
+    openblas = (_working(pypi_openblas, pypi_openblas_ldflags)
+                or _working(bundled_openblas, file_ldflags))
+    mkl = _working(mkl_rt, file_ldflags)
+    if openblas and mkl:
+        faster = thin_sgemm_gflops(mkl[1]) > MKL_MARGIN * thin_sgemm_gflops(openblas[1])
+        return (mkl if faster else openblas)[0]
+    if openblas or mkl:
+        return (openblas or mkl)[0]
     return "-lopenblas" if _openblas_links() else ""
 
 
@@ -250,6 +354,7 @@ def _probe_key():
         "library_path": os.environ.get("LIBRARY_PATH"),
         "scipy_openblas32": _file_key(pypi_openblas()),
         "scipy_bundled_openblas": _file_key(bundled_openblas()),
+        "mkl": _file_key(mkl_rt()),
         "system_openblas": [_file_key(p) for p in _system_openblas_files()],
         "python": [sys.executable, sys.version, sys.implementation.cache_tag],
         "platform": [sys.platform, platform.machine()],
@@ -296,7 +401,7 @@ def blas_ldflags():
 def blas_info(ldflags=None):
     """What BLAS Theano's ops call, as a short dict (for benchmarks and bug reports).
 
-    ``library``: ``'scipy-openblas32'``, ``'scipy-bundled-openblas'``,
+    ``library``: ``'scipy-openblas32'``, ``'scipy-bundled-openblas'``, ``'mkl'``,
     ``'system-openblas'``, ``'numpy-c-api'`` or ``'custom'``; ``ldflags``;
     ``path`` when known; ``symbol_prefix`` (``'scipy_'`` or ``''``).
     """
@@ -307,12 +412,15 @@ def blas_info(ldflags=None):
     info = {"ldflags": ldflags, "symbol_prefix": ""}
     bundled = bundled_openblas()
     pypi = pypi_openblas()
+    mkl = mkl_rt()
     if not ldflags.strip():
         info["library"] = "numpy-c-api"
     elif pypi and ldflags.startswith(f"-L{os.path.dirname(pypi)} "):
         info.update(library="scipy-openblas32", path=pypi, symbol_prefix="scipy_")
-    elif bundled and bundled_openblas_ldflags(bundled) == ldflags:
+    elif bundled and file_ldflags(bundled) == ldflags:
         info.update(library="scipy-bundled-openblas", path=bundled)
+    elif mkl and file_ldflags(mkl) == ldflags:
+        info.update(library="mkl", path=mkl)
     elif ldflags.strip() == "-lopenblas":
         info.update(library="system-openblas", path=ctypes.util.find_library("openblas"))
     else:

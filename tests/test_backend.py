@@ -57,6 +57,7 @@ def fake_probe(tmp_path, monkeypatch):
 
     monkeypatch.setattr(blas, "pypi_openblas", lambda: str(lib))
     monkeypatch.setattr(blas, "bundled_openblas", lambda: None)
+    monkeypatch.setattr(blas, "mkl_rt", lambda: None)
     monkeypatch.setattr(blas, "_links_with", links_with)
     return lib, calls
 
@@ -64,11 +65,63 @@ def fake_probe(tmp_path, monkeypatch):
 def test_theano_configured_float32_with_the_preferred_blas():
     assert theano.config.floatX == "float32"
     info = blas.blas_info()
-    if blas.pypi_openblas() is not None:  # a pip requirement of the project
+    if info["library"] == "mkl":  # timed faster than OpenBLAS on this CPU
+        assert info["path"] == blas.mkl_rt()
+    elif blas.pypi_openblas() is not None:  # a pip requirement of the project
         assert info["library"] == "scipy-openblas32"
         assert info["path"] == blas.pypi_openblas()
     else:
         assert info["library"] in ("scipy-bundled-openblas", "system-openblas", "numpy-c-api")
+
+
+@pytest.fixture
+def two_blases(tmp_path, monkeypatch):
+    """A scipy-openblas32 and an MKL of our own that both "link", and a timing we set:
+    returns the dict ``{"openblas": GFLOP/s, "mkl": GFLOP/s}`` the fake timer reads."""
+    openblas = tmp_path / "openblas" / "libscipy_openblas.so"
+    mkl = tmp_path / "mkl" / "libmkl_rt.so.3"
+    for lib in (openblas, mkl):
+        lib.parent.mkdir()
+        lib.write_bytes(b"not really a library")
+    rates = {}
+    monkeypatch.setattr(blas, "pypi_openblas", lambda: str(openblas))
+    monkeypatch.setattr(blas, "bundled_openblas", lambda: None)
+    monkeypatch.setattr(blas, "mkl_rt", lambda: str(mkl))
+    monkeypatch.setattr(blas, "_links_with", lambda flags, run=False: True)
+    monkeypatch.setattr(blas, "thin_sgemm_gflops", lambda build: rates[
+        "mkl" if any("libmkl_rt" in f for f in build) else "openblas"])
+    return rates, blas.pypi_openblas_ldflags(str(openblas)), blas.file_ldflags(str(mkl))
+
+
+@pytest.mark.parametrize("openblas_rate, mkl_rate, winner", [
+    (100.0, 160.0, "mkl"),        # MKL clearly faster (Intel): linked
+    (100.0, 105.0, "openblas"),   # within the margin: OpenBLAS stays
+    (100.0, 60.0, "openblas"),    # MKL slower (some AMD parts)
+])
+def test_the_probe_links_mkl_only_where_it_times_faster(two_blases, openblas_rate, mkl_rate,
+                                                        winner):
+    rates, openblas_flags, mkl_flags = two_blases
+    rates.update(openblas=openblas_rate, mkl=mkl_rate)
+    want = mkl_flags if winner == "mkl" else openblas_flags
+    assert blas._probe_blas_ldflags() == want
+
+
+def test_the_probe_links_mkl_when_no_openblas_runs(two_blases, monkeypatch):
+    rates, _, mkl_flags = two_blases
+    monkeypatch.setattr(blas, "_links_with", lambda flags, run=False: "-l:libmkl_rt.so.3" in flags)
+    assert blas._probe_blas_ldflags() == mkl_flags and not rates  # nothing to time
+
+
+def test_the_thin_product_timer_runs_the_installed_blases():
+    """The real timing program, built against each BLAS the project installs."""
+    found = [(blas.pypi_openblas(), blas.pypi_openblas_ldflags), (blas.mkl_rt(), blas.file_ldflags)]
+    found = [(path, flags) for path, flags in found if path is not None]
+    if not found:
+        pytest.skip("no pip-installed BLAS here")
+    for path, flags in found:
+        build = flags(path).split() + [f"-Wl,-rpath,{os.path.dirname(path)}"]
+        assert blas.thin_sgemm_gflops(build) > 1.0, path
+    assert blas.thin_sgemm_gflops(["-lno_such_blas"]) == 0.0
 
 
 def test_chosen_flags_link_and_run_a_program_calling_sgemm(tmp_path):

@@ -171,21 +171,24 @@ def test_tiled_gemm_prediction_equals_whole_corrmm():
         np.testing.assert_allclose(Predictor(w, tile=tile)(x), want, rtol=1e-5, atol=2e-6)
 
 
-def test_backend_links_the_best_pip_installed_openblas():
-    """scipy-openblas32 (a requirement) first, else the OpenBLAS scipy's wheel bundles."""
+def test_backend_links_the_best_pip_installed_blas():
+    """scipy-openblas32 (a requirement) first, else the OpenBLAS scipy's wheel bundles; MKL
+    (a requirement on x86-64) instead where the probe times it faster."""
     if "ldflags" in getattr(backend, "user_theano_flags", ""):
         pytest.skip("THEANO_FLAGS chooses the BLAS")
-    pypi, bundled = blas.pypi_openblas(), blas.bundled_openblas()
-    if pypi is not None:
+    pypi, bundled, mkl = blas.pypi_openblas(), blas.bundled_openblas(), blas.mkl_rt()
+    if mkl is not None and theano.config.blas__ldflags == blas.file_ldflags(mkl):
+        assert blas.blas_info()["library"] == "mkl"
+    elif pypi is not None:
         assert theano.config.blas__ldflags == blas.pypi_openblas_ldflags(pypi)
         assert "-Dsgemm_=scipy_sgemm_" in theano.config.blas__ldflags.split()
         assert blas.blas_info()["library"] == "scipy-openblas32"
     elif bundled is not None:
         assert os.path.basename(bundled).startswith("libopenblas")
-        assert theano.config.blas__ldflags == blas.bundled_openblas_ldflags(bundled)
+        assert theano.config.blas__ldflags == blas.file_ldflags(bundled)
         assert blas.blas_info()["library"] == "scipy-bundled-openblas"
     else:
-        pytest.skip("no pip-installed OpenBLAS here")
+        pytest.skip("no pip-installed BLAS here")
     a = np.random.RandomState(0).rand(70, 90).astype("float32")
     b = np.random.RandomState(1).rand(90, 50).astype("float32")
     x, y = T.fmatrix(), T.fmatrix()
@@ -214,18 +217,30 @@ print(json.dumps({'diff': float(np.abs(out['gemm'] - out['corrmm']).max()),
 
 def _bundled_flags():
     path = blas.bundled_openblas()
-    return "blas__ldflags=" + blas.bundled_openblas_ldflags(path) if path else None
+    return "blas__ldflags=" + blas.file_ldflags(path) if path else None
+
+
+def _pypi_flags():
+    path = blas.pypi_openblas()
+    return "blas__ldflags=" + blas.pypi_openblas_ldflags(path) if path else None
+
+
+def _mkl_flags():
+    path = blas.mkl_rt()
+    return "blas__ldflags=" + blas.file_ldflags(path) if path else None
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flags,blas,openmp", [
     ("blas__ldflags=", "numpy-c-api", False),                    # the no-BLAS fallback
     (_bundled_flags(), "scipy-bundled-openblas", False),         # without scipy-openblas32
+    (_pypi_flags(), "scipy-openblas32", False),                  # where MKL is slower
+    (_mkl_flags(), "mkl", False),                                # where MKL is faster
     ("openmp=True,openmp_elemwise_minsize=1000", None, True),    # OpenMP (pragma fix) on
-], ids=["numpy-c-api", "scipy-bundled", "openmp"])
+], ids=["numpy-c-api", "scipy-bundled", "scipy-openblas32", "mkl", "openmp"])
 def test_fallback_blas_and_openmp_give_the_same_numbers(flags, blas, openmp):
     if flags is None:
-        pytest.skip("scipy's wheel bundles no OpenBLAS here")
+        pytest.skip("that BLAS is not installed here")
     env = dict(os.environ, THEANO_FLAGS=flags, PYTHONPATH=REPO)
     res = subprocess.run([sys.executable, "-c", _SUBPROCESS_CHECK], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=900)

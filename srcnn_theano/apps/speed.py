@@ -93,8 +93,8 @@ def thread_settings():
     return {k: os.environ.get(k) for k in names}
 
 
-def openblas_runtime():
-    """Core type and thread count of the OpenBLAS Theano links, when it is one."""
+def blas_runtime():
+    """Core type (OpenBLAS) or version (MKL) and thread count of the BLAS Theano links."""
     import ctypes
 
     from srcnn_theano.blas import blas_info
@@ -118,6 +118,11 @@ def openblas_runtime():
     fn = getattr(lib, prefix + "openblas_get_num_threads", None)
     if fn is not None:
         out["openblas_threads"] = int(fn())
+    if info.get("library") == "mkl":
+        buf = ctypes.create_string_buffer(256)
+        lib.MKL_Get_Version_String(buf, len(buf))
+        out["mkl_version"] = buf.value.decode().strip()
+        out["mkl_threads"] = int(lib.MKL_Get_Max_Threads())
     return out
 
 
@@ -238,7 +243,7 @@ def environment():
            "python": platform.python_version(), "blas": blas_info(),
            "openmp": bool(theano.config.openmp), "threads": thread_settings(),
            "cpu": cpu_info()}
-    env["blas"].update(openblas_runtime())
+    env["blas"].update(blas_runtime())
     return env
 
 
@@ -281,6 +286,8 @@ def format_text(res):
              f"BLAS: {res['blas']['library']}"
              + (f" ({res['blas'].get('openblas_core')}, {res['blas'].get('openblas_threads')} "
                 f"threads)" if res["blas"].get("openblas_core") else "")
+             + (f" ({res['blas']['mkl_version']}, {res['blas']['mkl_threads']} threads)"
+                if res["blas"].get("mkl_version") else "")
              + f", openmp={res['openmp']}"]
     cpu = res["cpu"]
     lines.append(f"CPU: {cpu.get('model')}, {cpu['cores']} cores, {cpu.get('mhz')} MHz, "

@@ -57,6 +57,9 @@ alignment and strides on every call and in every process (results do not
 depend on where numpy put the arrays: resumed trainings stay bit-exact).
 The plain memory loops release the GIL.
 """
+import hashlib
+import pathlib
+
 import numpy as np
 
 from srcnn_theano.backend import T, theano
@@ -206,14 +209,15 @@ static int srcnn_band_rows(long budget, long fixed, long per_row, int Ho) {
 
 _SUPPORT_C += r"""
 /* ---- thread-local BLAS threads: our threads each run single-threaded products ---- */
-extern "C" int mkl_set_num_threads_local(int) __attribute__((weak));
+/* MKL's C name (mkl_service.h); its lower-case symbol is the Fortran one, taking int*. */
+extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
 extern "C" int scipy_openblas_set_num_threads_local(int) __attribute__((weak));
 extern "C" int openblas_set_num_threads_local(int) __attribute__((weak));
 
 /* The number of threads the ops may use: OpenMP's, when the BLAS lets each of them run
    single-threaded products; otherwise 1 (the BLAS's own threads share each product). */
 static int srcnn_threads(void) {
-    if (!mkl_set_num_threads_local && !scipy_openblas_set_num_threads_local
+    if (!MKL_Set_Num_Threads_Local && !scipy_openblas_set_num_threads_local
         && !openblas_set_num_threads_local) return 1;
     int n = omp_get_max_threads();
     return n > 0 ? n : 1;
@@ -221,7 +225,7 @@ static int srcnn_threads(void) {
 
 /* Set this thread's BLAS threads (0: back to the global setting); returns the previous. */
 static int srcnn_blas_local(int n) {
-    if (mkl_set_num_threads_local) return mkl_set_num_threads_local(n);
+    if (MKL_Set_Num_Threads_Local) return MKL_Set_Num_Threads_Local(n);
     if (scipy_openblas_set_num_threads_local) return scipy_openblas_set_num_threads_local(n > 0 ? n : 0);
     if (openblas_set_num_threads_local) return openblas_set_num_threads_local(n > 0 ? n : 0);
     return 0;
@@ -473,6 +477,12 @@ _BAND_ROWS_C = f"""a_.R = (a_.mode == 1 || a_.mode == 4)
             : srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * (C + TO) * 4, Wp * (C + TO) * 4, a_.Ho);"""
 
 
+
+#: Theano's module-cache version of both ops: a digest of the C code they share (with the
+#: ``c_code`` bodies in this file), so editing any of it compiles anew instead of loading
+#: a stale module.
+_C_VERSION = (6, hashlib.sha256(pathlib.Path(__file__).read_bytes()).hexdigest()[:16])
+
 class _BandedOp(theano.graph.op.COp):
     """What both ops share: BLAS linkage, the scratch helpers, the checks."""
 
@@ -607,7 +617,7 @@ class BandedCorr(_BandedOp):
         return [gx, gw, gb] if self.has_bias else [gx, gw]
 
     def c_code_cache_version(self):
-        return (5,)
+        return _C_VERSION
 
     def c_code(self, node, name, inputs, outputs, sub):
         x, w = inputs[0], inputs[1]
@@ -704,7 +714,7 @@ class BandedCorrGradW(_BandedOp):
         raise NotImplementedError("BandedCorrGradW has no gradient (no second derivatives)")
 
     def c_code_cache_version(self):
-        return (5,)
+        return _C_VERSION
 
     def c_code(self, node, name, inputs, outputs, sub):
         x, g = inputs
