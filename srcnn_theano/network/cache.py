@@ -61,8 +61,8 @@ from srcnn_theano.files import atomic_write_bytes
 CACHE_VERSION = 1
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Project modules whose code shapes a compiled graph (their source is in the key).
-GRAPH_SOURCES = ("backend.py", "gpu.py", "network/banded_corr.py", "network/model.py",
-                 "network/functions.py", "network/cache.py")
+GRAPH_SOURCES = ("backend.py", "gpu.py", "network/banded_corr.py", "network/banded_corr.c",
+                 "network/model.py", "network/functions.py", "network/cache.py")
 
 #: Where the last :func:`load_or_build` got its object: ``'disk'`` or ``'built'``.
 last_source = None

@@ -1,0 +1,376 @@
+/* The C code of srcnn_theano/network/banded_corr.py (see its docstring): bands, scratch
+   blocks, the products' strategies and the threads over bands. Theano compiles it into
+   each op's module after its BLAS declarations (sgemm_). */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#define SRCNN_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define SRCNN_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+static float* srcnn_alloc(size_t n) {
+    void* p = NULL;
+    if (posix_memalign(&p, 64, (n > 0 ? n : 1) * sizeof(float))) return NULL;
+    return (float*)p;
+}
+
+/* Row-major C (M x N) = A (M x K, lda) B (K x N, ldb) + beta C (ldc). */
+static void srcnn_gemm_nn(int M, int N, int K, const float* A, int lda, const float* B,
+                          int ldb, float beta, float* C, int ldc) {
+    char t = 'N'; float one = 1.0f;
+    if (M <= 0 || N <= 0) return;
+    sgemm_(&t, &t, &N, &M, &K, &one, B, &ldb, A, &lda, &beta, C, &ldc);
+}
+
+/* Row-major C (M x N) = A^T B + beta C, A (K x M, lda), B (K x N, ldb). */
+static void srcnn_gemm_tn(int M, int N, int K, const float* A, int lda, const float* B,
+                          int ldb, float beta, float* C, int ldc) {
+    char tn = 'N', tt = 'T'; float one = 1.0f;
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    sgemm_(&tn, &tt, &N, &M, &K, &one, B, &ldb, A, &lda, &beta, C, &ldc);
+}
+
+/* Rows y0 - pad .. y0 - pad + nrows - 1 of image x (H x W x C, row stride W*C), each
+   padded by `pad` pixels left and right to Wp = W + 2*pad - ... : S row j, pixel q holds
+   x[y0 - pad + j, q - pad] (zero, or the nearest edge pixel when edge, outside). */
+static void srcnn_fill_block(float* S, const float* x, int H, int W, int C, int Wp,
+                             int y0, int nrows, int pad, int edge) {
+    for (int j = 0; j < nrows; ++j) {
+        float* srow = S + (size_t)j * Wp * C;
+        int sy = y0 - pad + j;
+        if (sy < 0 || sy >= H) {
+            if (!edge) { memset(srow, 0, (size_t)Wp * C * sizeof(float)); continue; }
+            sy = sy < 0 ? 0 : H - 1;
+        }
+        const float* xrow = x + (size_t)sy * W * C;
+        int q0 = pad, q1 = SRCNN_MIN(Wp, pad + W);  /* pixels q0..q1-1 come from the row */
+        for (int q = 0; q < q0; ++q) {
+            if (edge) memcpy(srow + (size_t)q * C, xrow, C * sizeof(float));
+            else memset(srow + (size_t)q * C, 0, C * sizeof(float));
+        }
+        memcpy(srow + (size_t)q0 * C, xrow, (size_t)(q1 - q0) * C * sizeof(float));
+        for (int q = q1; q < Wp; ++q) {
+            if (edge) memcpy(srow + (size_t)q * C, xrow + (size_t)(W - 1) * C, C * sizeof(float));
+            else memset(srow + (size_t)q * C, 0, C * sizeof(float));
+        }
+    }
+}
+
+/* colsT (k*k*C x R*Wo), the transposed im2col: row (dy*k + dx)*C + c holds, for every
+   output pixel m = r*Wo + j of the band, S[(r+dy)*Wp + j + dx, c]. For one channel each
+   row piece is a contiguous copy of a row of S. */
+static void srcnn_im2col_t(float* colsT, const float* S, int R, int Wo, int Wp, int C, int k) {
+    const size_t M = (size_t)R * Wo;
+    for (int dy = 0; dy < k; ++dy)
+    for (int dx = 0; dx < k; ++dx)
+    for (int c = 0; c < C; ++c) {
+        float* dst = colsT + ((size_t)(dy * k + dx) * C + c) * M;
+        for (int r = 0; r < R; ++r) {
+            const float* src = S + ((size_t)(r + dy) * Wp + dx) * C + c;
+            float* d = dst + (size_t)r * Wo;
+            if (C == 1) memcpy(d, src, (size_t)Wo * sizeof(float));
+            else for (int j = 0; j < Wo; ++j) d[j] = src[(size_t)j * C];
+        }
+    }
+}
+
+/* cols (R*Wo x k*k*C), pixel-major im2col: pixel (r, j)'s values S[(r+dy)*Wp + j + dx, c]
+   in (dy, dx, c) order; for fixed dy the k*C values are contiguous in S (one copy). */
+static void srcnn_im2col(float* cols, const float* S, int R, int Wo, int Wp, int C, int k) {
+    const size_t KC = (size_t)k * C, KK = (size_t)k * k * C;
+    for (int r = 0; r < R; ++r)
+    for (int j = 0; j < Wo; ++j) {
+        float* dst = cols + ((size_t)r * Wo + j) * KK;
+        for (int dy = 0; dy < k; ++dy)
+            memcpy(dst + dy * KC, S + ((size_t)(r + dy) * Wp + j) * C, KC * sizeof(float));
+    }
+}
+
+/* 0 dot, 1 im2col (transposed), 2 shift, 3 tapsum, 4 im2col (pixel-major); grad: the
+   weight-gradient op's choice. */
+static int srcnn_mode(const char* strategy, int K, int C, int O, int grad) {
+    if (!strcmp(strategy, "auto")) {
+        if (K == 1) return 0;
+        if (C < 8) return 1;
+        if (!grad && O < 8) return 3;
+        return 2;
+    }
+    if (!strcmp(strategy, "dot")) return K == 1 ? 0 : 1;
+    if (!strcmp(strategy, "im2col")) return C < 8 ? 1 : 4;
+    if (!strcmp(strategy, "shift")) return 2;
+    return 3;
+}
+
+/* Row-major C (M x N) = A B^T + beta C, A (M x K, lda), B (N x K, ldb). */
+static void srcnn_gemm_nt(int M, int N, int K, const float* A, int lda, const float* B,
+                          int ldb, float beta, float* C, int ldc) {
+    char tn = 'N', tt = 'T'; float one = 1.0f;
+    if (M <= 0 || N <= 0) return;
+    sgemm_(&tt, &tn, &N, &M, &K, &one, B, &ldb, A, &lda, &beta, C, &ldc);
+}
+
+/* Rows of output per band: as many as keep `per_row` bytes a row (plus `fixed`) in budget. */
+static int srcnn_band_rows(long budget, long fixed, long per_row, int Ho) {
+    long r = per_row > 0 ? (budget - fixed) / per_row : Ho;
+    if (r < 1) r = 1;
+    if (r > Ho) r = Ho;
+    return (int)r;
+}
+/* ---- thread-local BLAS threads: our threads each run single-threaded products ---- */
+/* MKL's C name (mkl_service.h); its lower-case symbol is the Fortran one, taking int*. */
+extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
+extern "C" int scipy_openblas_set_num_threads_local(int) __attribute__((weak));
+extern "C" int openblas_set_num_threads_local(int) __attribute__((weak));
+
+/* The number of threads the ops may use: OpenMP's, when the BLAS lets each of them run
+   single-threaded products; otherwise 1 (the BLAS's own threads share each product). */
+static int srcnn_threads(void) {
+    if (!MKL_Set_Num_Threads_Local && !scipy_openblas_set_num_threads_local
+        && !openblas_set_num_threads_local) return 1;
+    int n = omp_get_max_threads();
+    return n > 0 ? n : 1;
+}
+
+/* Set this thread's BLAS threads (0: back to the global setting); returns the previous. */
+static int srcnn_blas_local(int n) {
+    if (MKL_Set_Num_Threads_Local) return MKL_Set_Num_Threads_Local(n);
+    if (scipy_openblas_set_num_threads_local) return scipy_openblas_set_num_threads_local(n > 0 ? n : 0);
+    if (openblas_set_num_threads_local) return openblas_set_num_threads_local(n > 0 ? n : 0);
+    return 0;
+}
+
+typedef struct {
+    int N, H, W, C, K, P, O, Ho, Wo, Wp, R, mode, edge, relu;
+    const float *x, *w, *b, *wt;
+    float* y;
+} srcnn_fwd_t;
+
+/* Scratch floats one thread needs for the forward op: S block, product, one row. */
+static void srcnn_fwd_sizes(const srcnn_fwd_t* a, size_t* s_len, size_t* z_len) {
+    const int R = a->R, K = a->K, C = a->C, O = a->O, Wp = a->Wp, Wo = a->Wo;
+    const size_t KK = (size_t)K * K * C;
+    *s_len = (size_t)(R + K - 1) * Wp * C + (size_t)K * C;
+    if (a->mode == 0) { *s_len = 0; *z_len = 0; }
+    else if (a->mode == 1 || a->mode == 4) *z_len = (size_t)R * Wo * KK;
+    else if (a->mode == 2) *z_len = (size_t)R * Wp * O;
+    else *z_len = (size_t)((R + K - 1) * Wp + K) * K * K * O + Wo;
+}
+
+/* Output rows y0 .. y0 + rows - 1 of image n. */
+static void srcnn_fwd_band(const srcnn_fwd_t* a, int n, int y0, float* S, float* Z) {
+    const int H = a->H, W = a->W, C = a->C, K = a->K, P = a->P, O = a->O;
+    const int Ho = a->Ho, Wo = a->Wo, Wp = a->Wp, mode = a->mode;
+    const int rows = SRCNN_MIN(a->R, Ho - y0);
+    const long KK = (long)K * K * C;
+    const float* xn = a->x + (size_t)n * H * W * C;
+    float* yb = a->y + ((size_t)n * Ho + y0) * Wo * O;
+    if (mode == 0) {
+        srcnn_gemm_nn(rows * Wo, O, C, xn + (size_t)y0 * W * C, C, a->w, O, 0.0f, yb, O);
+    } else {
+        srcnn_fill_block(S, xn, H, W, C, Wp, y0, rows + K - 1, P, a->edge);
+        memset(S + (size_t)(rows + K - 1) * Wp * C, 0, (size_t)K * C * sizeof(float));
+        if (mode == 1) {
+            srcnn_im2col_t(Z, S, rows, Wo, Wp, C, K);
+            srcnn_gemm_tn(rows * Wo, O, KK, Z, rows * Wo, a->w, O, 0.0f, yb, O);
+        } else if (mode == 4) {
+            srcnn_im2col(Z, S, rows, Wo, Wp, C, K);
+            srcnn_gemm_nn(rows * Wo, O, KK, Z, KK, a->w, O, 0.0f, yb, O);
+        } else if (mode == 2) {
+            for (int t = 0; t < K * K; ++t) {
+                const int dy = t / K, dx = t % K;
+                srcnn_gemm_nn(rows * Wp, O, C, S + ((size_t)dy * Wp + dx) * C, C,
+                              a->w + (size_t)t * C * O, O, t ? 1.0f : 0.0f, Z, O);
+            }
+            for (int r = 0; r < rows; ++r)
+                memcpy(yb + (size_t)r * Wo * O, Z + (size_t)r * Wp * O, (size_t)Wo * O * sizeof(float));
+        } else {
+            /* Zt (k*k*O x pixels of S) = wt S^T: each tap's contribution as planes, then
+               every output row adds its k*k shifted plane rows. */
+            const int TO = K * K * O, Ps = (rows + K - 1) * Wp + K;
+            float* acc = Z + (size_t)((a->R + K - 1) * Wp + K) * TO;
+            srcnn_gemm_nt(TO, Ps, C, a->wt, C, S, C, 0.0f, Z, Ps);
+            for (int o = 0; o < O; ++o)
+            for (int r = 0; r < rows; ++r) {
+                for (int j = 0; j < Wo; ++j) acc[j] = 0.0f;
+                for (int dy = 0; dy < K; ++dy)
+                for (int dx = 0; dx < K; ++dx) {
+                    const float* zr = Z + (size_t)((dy * K + dx) * O + o) * Ps + (size_t)(r + dy) * Wp + dx;
+                    for (int j = 0; j < Wo; ++j) acc[j] += zr[j];
+                }
+                float* yo = yb + (size_t)r * Wo * O + o;
+                if (O == 1) memcpy(yo, acc, (size_t)Wo * sizeof(float));
+                else for (int j = 0; j < Wo; ++j) yo[(size_t)j * O] = acc[j];
+            }
+        }
+    }
+    /* bias and ReLU while the band is in the cache */
+    if (a->b != NULL || a->relu) {
+        const size_t cnt = (size_t)rows * Wo;
+        const float* bd = a->b;
+        for (size_t i = 0; i < cnt; ++i) {
+            float* v = yb + i * O;
+            if (bd != NULL) for (int o = 0; o < O; ++o) v[o] += bd[o];
+            if (a->relu) for (int o = 0; o < O; ++o) v[o] = v[o] > 0.0f ? v[o] : 0.0f;
+        }
+    }
+}
+
+/* Runs every band of the forward op, on srcnn_threads() threads; 0, or -1 out of memory. */
+static int srcnn_fwd_run(const srcnn_fwd_t* a) {
+    const int nb = (a->Ho + a->R - 1) / a->R, units = a->N * nb;
+    size_t s_len, z_len;
+    srcnn_fwd_sizes(a, &s_len, &z_len);
+    int nth = srcnn_threads();
+    if (nth > units) nth = units > 0 ? units : 1;
+    int err = 0;
+    #pragma omp parallel num_threads(nth) if(nth > 1)
+    {
+        const int many = omp_get_num_threads() > 1;
+        const int prev = many ? srcnn_blas_local(1) : 0;
+        float* S = s_len ? srcnn_alloc(s_len) : NULL;
+        float* Z = z_len ? srcnn_alloc(z_len) : NULL;
+        const int ok = !((s_len && S == NULL) || (z_len && Z == NULL));
+        if (!ok) {
+            #pragma omp atomic write
+            err = -1;
+        }
+        #pragma omp for schedule(static)
+        for (int u = 0; u < units; ++u)
+            if (ok) srcnn_fwd_band(a, u / nb, (u % nb) * a->R, S, Z);
+        free(S); free(Z);
+        if (many) srcnn_blas_local(prev);
+    }
+    return err;
+}
+
+typedef struct {
+    int N, H, W, C, K, P, O, Ho, Wo, Wp, R, mode;
+    const float *x, *g;
+} srcnn_gw_t;
+
+static void srcnn_gw_sizes(const srcnn_gw_t* a, size_t* s_len, size_t* z_len, size_t* g_len) {
+    const int R = a->R, K = a->K, C = a->C, O = a->O, Wp = a->Wp, Wo = a->Wo;
+    const size_t KK = (size_t)K * K * C, TO = (size_t)K * K * O;
+    *s_len = (size_t)(R + K - 1) * Wp * C + (size_t)K * C;
+    *z_len = 0; *g_len = 0;
+    if (a->mode == 0) *s_len = 0;
+    else if (a->mode == 1 || a->mode == 4) *z_len = (size_t)R * Wo * KK;
+    else if (a->mode == 2) *g_len = (size_t)R * Wp * O;
+    else { *g_len = (size_t)((R + K - 1) * Wp + K) * TO; *z_len = (size_t)C * TO; }
+}
+
+/* Adds band (n, y0)'s terms to dw (k*k*C x O; for tapsum Z, k*k*O x C) and acc (O). */
+static void srcnn_gw_band(const srcnn_gw_t* a, int n, int y0, float* S, float* Z, float* G,
+                          float* dw, double* acc) {
+    const int H = a->H, W = a->W, C = a->C, K = a->K, P = a->P, O = a->O;
+    const int Ho = a->Ho, Wo = a->Wo, Wp = a->Wp, mode = a->mode;
+    const int rows = SRCNN_MIN(a->R, Ho - y0);
+    const long KK = (long)K * K * C;
+    const int TO = K * K * O;
+    const float* xn = a->x + (size_t)n * H * W * C;
+    const float* gb = a->g + ((size_t)n * Ho + y0) * Wo * O;
+    {   /* the bias's gradient: this band's sum in float, added in double */
+        float part[64];
+        for (int o0 = 0; o0 < O; o0 += 64) {
+            const int no = SRCNN_MIN(64, O - o0);
+            for (int o = 0; o < no; ++o) part[o] = 0.0f;
+            for (size_t i = 0; i < (size_t)rows * Wo; ++i)
+                for (int o = 0; o < no; ++o) part[o] += gb[i * O + o0 + o];
+            for (int o = 0; o < no; ++o) acc[o0 + o] += part[o];
+        }
+    }
+    if (mode == 0) {  /* dw += x^T g */
+        srcnn_gemm_tn(C, O, rows * Wo, xn + (size_t)y0 * W * C, C, gb, O, 1.0f, dw, O);
+        return;
+    }
+    srcnn_fill_block(S, xn, H, W, C, Wp, y0, rows + K - 1, P, 0);
+    memset(S + (size_t)(rows + K - 1) * Wp * C, 0, (size_t)K * C * sizeof(float));
+    if (mode == 4) {
+        srcnn_im2col(Z, S, rows, Wo, Wp, C, K);
+        srcnn_gemm_tn(KK, O, rows * Wo, Z, KK, gb, O, 1.0f, dw, O);
+    } else if (mode == 1) {
+        srcnn_im2col_t(Z, S, rows, Wo, Wp, C, K);
+        srcnn_gemm_nn(KK, O, rows * Wo, Z, rows * Wo, gb, O, 1.0f, dw, O);
+    } else if (mode == 2) {
+        /* g on the Wp-wide grid (zero in the dropped columns); per tap dw_t += S_shift^T G */
+        for (int r = 0; r < rows; ++r) {
+            memcpy(G + (size_t)r * Wp * O, gb + (size_t)r * Wo * O, (size_t)Wo * O * sizeof(float));
+            memset(G + ((size_t)r * Wp + Wo) * O, 0, (size_t)(Wp - Wo) * O * sizeof(float));
+        }
+        for (int t = 0; t < K * K; ++t) {
+            const int dy = t / K, dx = t % K;
+            srcnn_gemm_tn(C, O, rows * Wp, S + ((size_t)dy * Wp + dx) * C, C, G, O, 1.0f,
+                          dw + (size_t)t * C * O, O);
+        }
+    } else {
+        /* planes Gst[t*O + o, q] = g[o] at the output pixel q - shift_t (on S's grid);
+           Zt (k*k*O x C) += Gst S */
+        const int Ps = (rows + K - 1) * Wp + K;
+        memset(G, 0, (size_t)Ps * TO * sizeof(float));
+        for (int t = 0; t < K * K; ++t)
+        for (int o = 0; o < O; ++o) {
+            const int dy = t / K, dx = t % K;
+            float* plane = G + (size_t)(t * O + o) * Ps + (size_t)dy * Wp + dx;
+            for (int r = 0; r < rows; ++r) {
+                float* d = plane + (size_t)r * Wp;
+                const float* gv = gb + (size_t)r * Wo * O + o;
+                if (O == 1) memcpy(d, gv, (size_t)Wo * sizeof(float));
+                else for (int j = 0; j < Wo; ++j) d[j] = gv[(size_t)j * O];
+            }
+        }
+        srcnn_gemm_nn(TO, C, Ps, G, Ps, S, C, 1.0f, Z, C);
+    }
+}
+
+/* Every band of the weight gradient, each thread adding into its own sums, which are then
+   added in thread order (the same order in every run: the result is deterministic). */
+static int srcnn_gw_run(const srcnn_gw_t* a, float* dwd, float* dbd) {
+    const int nb = (a->Ho + a->R - 1) / a->R, units = a->N * nb;
+    const int K = a->K, C = a->C, O = a->O;
+    const size_t KK = (size_t)K * K * C, out_len = KK * O;
+    size_t s_len, z_len, g_len;
+    srcnn_gw_sizes(a, &s_len, &z_len, &g_len);
+    int nth = srcnn_threads();
+    if (nth > units) nth = units > 0 ? units : 1;
+    float* sums = srcnn_alloc(out_len * nth);
+    double* accs = (double*)calloc((size_t)O * nth + 1, sizeof(double));
+    if (sums == NULL || accs == NULL) { free(sums); free(accs); return -1; }
+    memset(sums, 0, out_len * nth * sizeof(float));
+    int err = 0;
+    #pragma omp parallel num_threads(nth) if(nth > 1)
+    {
+        const int tid = omp_get_thread_num(), many = omp_get_num_threads() > 1;
+        const int prev = many ? srcnn_blas_local(1) : 0;
+        float* S = s_len ? srcnn_alloc(s_len) : NULL;
+        float* Z = z_len ? srcnn_alloc(z_len) : NULL;
+        float* G = g_len ? srcnn_alloc(g_len) : NULL;
+        const int ok = !((s_len && S == NULL) || (z_len && Z == NULL) || (g_len && G == NULL));
+        if (!ok) {
+            #pragma omp atomic write
+            err = -1;
+        }
+        float* mine = sums + out_len * tid;
+        if (ok && a->mode == 3) memset(Z, 0, z_len * sizeof(float));
+        #pragma omp for schedule(static)
+        for (int u = 0; u < units; ++u)
+            if (ok) srcnn_gw_band(a, u / nb, (u % nb) * a->R, S, Z, G, mine, accs + (size_t)O * tid);
+        if (ok && a->mode == 3) {  /* dw[t*C + c, o] = Zt[t*O + o, c] */
+            for (int t = 0; t < K * K; ++t)
+            for (int c = 0; c < C; ++c)
+            for (int o = 0; o < O; ++o) mine[((size_t)t * C + c) * O + o] = Z[((size_t)t * O + o) * C + c];
+        }
+        free(S); free(Z); free(G);
+        if (many) srcnn_blas_local(prev);
+    }
+    if (err == 0) {
+        memcpy(dwd, sums, out_len * sizeof(float));
+        for (int t = 1; t < nth; ++t)
+            for (size_t i = 0; i < out_len; ++i) dwd[i] += sums[out_len * t + i];
+        for (int o = 0; o < O; ++o) {
+            double s = 0.0;
+            for (int t = 0; t < nth; ++t) s += accs[(size_t)O * t + o];
+            dbd[o] = (float)s;
+        }
+    }
+    free(sums); free(accs);
+    return err;
+}
