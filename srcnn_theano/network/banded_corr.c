@@ -142,17 +142,37 @@ typedef struct {
     int N, H, W, C, K, P, O, Ho, Wo, Wp, R, mode, edge, relu;
     const float *x, *w, *b, *wt;
     float* y;
+    /* a fused second 1x1 layer (w2 != NULL): y2 = act2(y @ w2 + b2), O2 channels; then
+       y is scratch and the op's output is y2 */
+    int O2, relu2;
+    const float *w2, *b2;
 } srcnn_fwd_t;
 
-/* Scratch floats one thread needs for the forward op: S block, product, one row. */
-static void srcnn_fwd_sizes(const srcnn_fwd_t* a, size_t* s_len, size_t* z_len) {
+/* Floats of the product scratch Z one band of the forward op needs. */
+static size_t srcnn_fwd_zlen(const srcnn_fwd_t* a) {
     const int R = a->R, K = a->K, C = a->C, O = a->O, Wp = a->Wp, Wo = a->Wo;
     const size_t KK = (size_t)K * K * C;
-    *s_len = (size_t)(R + K - 1) * Wp * C + (size_t)K * C;
-    if (a->mode == 0) { *s_len = 0; *z_len = 0; }
-    else if (a->mode == 1 || a->mode == 4) *z_len = (size_t)R * Wo * KK;
-    else if (a->mode == 2) *z_len = (size_t)R * Wp * O;
-    else *z_len = (size_t)((R + K - 1) * Wp + K) * K * K * O + Wo;
+    if (a->mode == 0) return 0;
+    if (a->mode == 1 || a->mode == 4) return (size_t)R * Wo * KK;
+    if (a->mode == 2) return (size_t)R * Wp * O;
+    return (size_t)((R + K - 1) * Wp + K) * K * K * O + Wo;
+}
+
+/* Scratch floats one thread needs for the forward op: S block; product (and, with a fused
+   second layer, the band's first-layer output after it, 64-byte aligned). */
+static void srcnn_fwd_sizes(const srcnn_fwd_t* a, size_t* s_len, size_t* z_len) {
+    *s_len = a->mode == 0 ? 0 : (size_t)(a->R + a->K - 1) * a->Wp * a->C + (size_t)a->K * a->C;
+    *z_len = srcnn_fwd_zlen(a);
+    if (a->w2 != NULL) *z_len = (*z_len + 15) / 16 * 16 + (size_t)a->R * a->Wo * a->O;
+}
+
+/* v (cnt x O) += b (when given), then max(0, .) when relu. */
+static void srcnn_bias_relu(float* v, size_t cnt, int O, const float* b, int relu) {
+    if (b == NULL && !relu) return;
+    for (size_t i = 0; i < cnt; ++i, v += O) {
+        if (b != NULL) for (int o = 0; o < O; ++o) v[o] += b[o];
+        if (relu) for (int o = 0; o < O; ++o) v[o] = v[o] > 0.0f ? v[o] : 0.0f;
+    }
 }
 
 /* Output rows y0 .. y0 + rows - 1 of image n. */
@@ -162,7 +182,8 @@ static void srcnn_fwd_band(const srcnn_fwd_t* a, int n, int y0, float* S, float*
     const int rows = SRCNN_MIN(a->R, Ho - y0);
     const long KK = (long)K * K * C;
     const float* xn = a->x + (size_t)n * H * W * C;
-    float* yb = a->y + ((size_t)n * Ho + y0) * Wo * O;
+    float* yb = a->w2 != NULL ? Z + (srcnn_fwd_zlen(a) + 15) / 16 * 16
+                              : a->y + ((size_t)n * Ho + y0) * Wo * O;
     if (mode == 0) {
         srcnn_gemm_nn(rows * Wo, O, C, xn + (size_t)y0 * W * C, C, a->w, O, 0.0f, yb, O);
     } else {
@@ -202,15 +223,12 @@ static void srcnn_fwd_band(const srcnn_fwd_t* a, int n, int y0, float* S, float*
             }
         }
     }
-    /* bias and ReLU while the band is in the cache */
-    if (a->b != NULL || a->relu) {
-        const size_t cnt = (size_t)rows * Wo;
-        const float* bd = a->b;
-        for (size_t i = 0; i < cnt; ++i) {
-            float* v = yb + i * O;
-            if (bd != NULL) for (int o = 0; o < O; ++o) v[o] += bd[o];
-            if (a->relu) for (int o = 0; o < O; ++o) v[o] = v[o] > 0.0f ? v[o] : 0.0f;
-        }
+    /* bias and ReLU while the band is in the cache; then the fused 1x1 layer */
+    srcnn_bias_relu(yb, (size_t)rows * Wo, O, a->b, a->relu);
+    if (a->w2 != NULL) {
+        float* y2 = a->y + ((size_t)n * Ho + y0) * Wo * a->O2;
+        srcnn_gemm_nn(rows * Wo, a->O2, O, yb, O, a->w2, a->O2, 0.0f, y2, a->O2);
+        srcnn_bias_relu(y2, (size_t)rows * Wo, a->O2, a->b2, a->relu2);
     }
 }
 

@@ -64,7 +64,8 @@ import numpy as np
 
 from srcnn_theano.backend import T, theano
 
-__all__ = ["BandedCorr", "BandedCorrGradW", "weight_matrix", "BAND_BYTES"]
+__all__ = ["BandedCorr", "BandedCorrDot", "BandedCorrGradW", "fuse_banded_dot",
+           "weight_matrix", "BAND_BYTES"]
 
 #: Bytes of scratch a band may use (input block + product): within a core's L2.
 BAND_BYTES = 1 << 20
@@ -96,12 +97,13 @@ _SUPPORT_C = _C_FILE.read_text()
 
 
 
-#: C: rows per band (``a_.R``) for the scratch each strategy keeps (shared by both ops).
-_BAND_ROWS_C = f"""a_.R = (a_.mode == 1 || a_.mode == 4)
-            ? srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * C * 4, Wp * C * 4 + Wo * KK * 4, a_.Ho)
-            : a_.mode == 2 ? srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * C * 4, Wp * (C + O) * 4, a_.Ho)
-            : srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * (C + TO) * 4, Wp * (C + TO) * 4, a_.Ho);"""
-
+def _band_rows_c(extra="0"):
+    """C: rows per band (``a_.R``) for the scratch each strategy keeps (shared by both ops),
+    plus ``extra`` bytes (a C expression) per output row."""
+    return f"""a_.R = (a_.mode == 1 || a_.mode == 4)
+            ? srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * C * 4, Wp * C * 4 + Wo * KK * 4 + {extra}, a_.Ho)
+            : a_.mode == 2 ? srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * C * 4, Wp * (C + O) * 4 + {extra}, a_.Ho)
+            : srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * (C + TO) * 4, Wp * (C + TO) * 4 + {extra}, a_.Ho);"""
 
 
 #: Theano's module-cache version of both ops: a digest of their C code (``banded_corr.c``
@@ -249,21 +251,34 @@ class BandedCorr(_BandedOp):
     def c_code(self, node, name, inputs, outputs, sub):
         x, w = inputs[0], inputs[1]
         b = inputs[2] if self.has_bias else None
+        w2, b2 = inputs[3:5] if len(inputs) == 5 else (None, None)
         (y,) = outputs
         fail = sub["fail"]
-        cleanup = "Py_XDECREF(xc_); Py_XDECREF(wc_); Py_XDECREF(bc_); free(wt_);"
+        cleanup = ("Py_XDECREF(xc_); Py_XDECREF(wc_); Py_XDECREF(bc_); Py_XDECREF(w2c_);"
+                   " Py_XDECREF(b2c_); free(wt_);")
         failc = cleanup + fail
-        get_b = (f"bc_ = (PyArrayObject*)PyArray_FromAny((PyObject*){b}, PyArray_DescrFromType("
-                 f"NPY_FLOAT32), 1, 1, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED, NULL);"
-                 f" if (bc_ == NULL) {{ {failc} }}") if b else ""
+        get_b = self._contiguous("bc_", b, 1, failc) if b else ""
+        second = ""
+        if w2 is not None:
+            second = f"""{self._contiguous("w2c_", w2, 2, failc)}
+        {self._contiguous("b2c_", b2, 1, failc)}
+        if (PyArray_DIMS(w2c_)[0] != a_.O || PyArray_DIMS(b2c_)[0] != PyArray_DIMS(w2c_)[1]) {{
+            PyErr_Format(PyExc_ValueError, "BandedCorrDot: w2 is %ldx%ld and b2 %ld, need %d rows",
+                         (long)PyArray_DIMS(w2c_)[0], (long)PyArray_DIMS(w2c_)[1],
+                         (long)PyArray_DIMS(b2c_)[0], a_.O);
+            {failc}
+        }}
+        a_.O2 = PyArray_DIMS(w2c_)[1]; a_.relu2 = {int(getattr(self, "relu2", False))};
+        a_.w2 = (const float*)PyArray_DATA(w2c_); a_.b2 = (const float*)PyArray_DATA(b2c_);"""
         return f"""{{
-        PyArrayObject *xc_ = NULL, *wc_ = NULL, *bc_ = NULL;
+        PyArrayObject *xc_ = NULL, *wc_ = NULL, *bc_ = NULL, *w2c_ = NULL, *b2c_ = NULL;
         float* wt_ = NULL;
         {{
         {self._contiguous("xc_", x, 4, failc)}
         {self._contiguous("wc_", w, 2, failc)}
         {get_b}
         srcnn_fwd_t a_;
+        a_.O2 = 0; a_.relu2 = 0; a_.w2 = NULL; a_.b2 = NULL;
         a_.N = PyArray_DIMS(xc_)[0]; a_.H = PyArray_DIMS(xc_)[1];
         a_.W = PyArray_DIMS(xc_)[2]; a_.C = PyArray_DIMS(xc_)[3];
         a_.K = {self.k}; a_.P = {self.pad}; a_.O = PyArray_DIMS(wc_)[1];
@@ -285,11 +300,13 @@ class BandedCorr(_BandedOp):
                          a_.H, a_.W, K, K);
             {failc}
         }}
-        {self._alloc_code(y, "a_.N, a_.Ho, a_.Wo, O", 4, failc)}
+        {second}
+        {self._alloc_code(y, "a_.N, a_.Ho, a_.Wo, a_.w2 ? a_.O2 : O", 4, failc)}
         a_.mode = srcnn_mode("{self.strategy}", K, C, O, 0);
         const long Wp = a_.Wp, Wo = a_.Wo, KK = (long)K * K * C, TO = (long)K * K * O;
-        if (a_.mode == 0) a_.R = srcnn_band_rows({BAND_BYTES}, 0, Wo * (C + O) * 4, a_.Ho);
-        else {{ {_BAND_ROWS_C} }}
+        const long extra_ = a_.w2 ? Wo * (O + a_.O2) * 4 : 0;  /* the fused layer's band */
+        if (a_.mode == 0) a_.R = srcnn_band_rows({BAND_BYTES}, 0, Wo * (C + O) * 4 + extra_, a_.Ho);
+        else {{ {_band_rows_c("extra_")} }}
         a_.x = (const float*)PyArray_DATA(xc_); a_.w = (const float*)PyArray_DATA(wc_);
         a_.b = bc_ ? (const float*)PyArray_DATA(bc_) : NULL; a_.y = (float*)PyArray_DATA({y});
         if (a_.mode == 3) {{  /* wt[t*O + o, c] = w[t*C + c, o] */
@@ -308,6 +325,61 @@ class BandedCorr(_BandedOp):
         {cleanup}
         }}
         }}"""
+
+
+class BandedCorrDot(BandedCorr):
+    """A :class:`BandedCorr` and the 1x1 layer after it, in one pass over the bands.
+
+    ``y2 = act2(y @ w2 + b2)`` with ``y`` the first layer's ``(N, Ho, Wo, O)``
+    output, ``w2`` ``(O, O2)``, ``b2`` ``(O2,)``: each band of ``y`` is made in
+    the cache and multiplied there, so the ``O``-channel intermediate (67 MB
+    for 64 channels of a 512x512 image) never goes to memory. Inputs ``x, w,
+    b, w2, b2``; output ``(N, Ho, Wo, O2)``. Made by the graph rewrite
+    :func:`fuse_banded_dot` where nothing else reads ``y`` (prediction; a
+    training graph's gradient reads it), so it needs no gradient.
+    """
+
+    __props__ = BandedCorr.__props__ + ("relu2",)
+
+    def __init__(self, k, pad, edge=False, relu=False, strategy="auto", relu2=False):
+        super().__init__(k, pad, edge, relu, strategy, has_bias=True)
+        self.relu2 = bool(relu2)
+
+    def make_node(self, x, w, b, w2, b2):
+        node = super().make_node(x, w, b)
+        w2, b2 = T.as_tensor_variable(w2), T.as_tensor_variable(b2)
+        if w2.type != T.matrix(dtype="float32").type or b2.type != T.vector(dtype="float32").type:
+            raise TypeError(f"w2, b2 must be float32 (O, O2) and (O2,), got {w2.type}, {b2.type}")
+        return theano.graph.basic.Apply(self, node.inputs + [w2, b2], [node.outputs[0].type()])
+
+    def infer_shape(self, fgraph, node, shapes):
+        n, h, w, _ = super().infer_shape(fgraph, node, shapes[:3])[0]
+        return [(n, h, w, shapes[3][1])]
+
+    def grad(self, inputs, grads):
+        raise NotImplementedError("BandedCorrDot is made for prediction graphs only")
+
+
+@theano.graph.opt.local_optimizer([BandedCorr])
+def fuse_banded_dot(fgraph, node):
+    """Rewrite ``BandedCorr(k=1)(BandedCorr(x, w, b), w2, b2)`` as one :class:`BandedCorrDot`
+    where the inner output has no other reader."""
+    op = node.op
+    if type(op) is not BandedCorr or op.k != 1 or not op.has_bias:
+        return False
+    inner = node.inputs[0].owner
+    if inner is None or type(inner.op) is not BandedCorr or not inner.op.has_bias:
+        return False
+    if len(fgraph.clients[node.inputs[0]]) != 1:
+        return False
+    fused = BandedCorrDot(inner.op.k, inner.op.pad, inner.op.edge, inner.op.relu,
+                          inner.op.strategy, relu2=op.relu)
+    return [fused(*inner.inputs, *node.inputs[1:])]
+
+
+# After the graph is merged (position 49), before in-place rewrites (49.5), in FAST_RUN.
+theano.compile.optdb.register("srcnn_fuse_banded_dot", theano.graph.opt.in2out(fuse_banded_dot),
+                              49.1, "fast_run")
 
 
 class BandedCorrGradW(_BandedOp):
@@ -372,7 +444,7 @@ class BandedCorrGradW(_BandedOp):
         a_.mode = srcnn_mode("{self.strategy}", K, C, O, 1);
         const long Wp = a_.Wp, Wo = a_.Wo, KK = (long)K * K * C, TO = (long)K * K * O;
         if (a_.mode == 0) a_.R = a_.Ho;
-        else {{ {_BAND_ROWS_C} }}
+        else {{ {_band_rows_c()} }}
         a_.x = (const float*)PyArray_DATA(xc_); a_.g = (const float*)PyArray_DATA(gc_);
         int err_;
         float* dwd_ = (float*)PyArray_DATA({dw});
