@@ -61,6 +61,8 @@ def scipy_corr(x, w, pad):
     ("im2col", (3, 9, 3, 3)),
     ("tapsum", (1, 5, 5, 5)),
     ("tapsum", (2, 3, 3, 3)),
+    ("direct", (1, 32, 5, 5)),     # conv3: 16-lane sums only, groups of 8 pixels and fewer
+    ("direct", (2, 20, 3, 3)),     # k*C = 60: lanes and a scalar tail
     ("shift", (9, 10, 3, 3)),
     ("shift", (2, 3, 5, 5)),
     ("auto", (16, 12, 5, 5)),
@@ -145,6 +147,24 @@ def test_gemm_graph_equals_corrmm_training(padding):
     for k in wr:
         assert not np.array_equal(wr[k], arrays[k]), k  # every parameter moved
         np.testing.assert_allclose(wf[k], wr[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def _op_names(fn):
+    return [type(node.op).__name__ for node in fn.maker.fgraph.toposort()]
+
+
+def test_training_graph_masks_relu_gradients_inside_the_correlation():
+    """Each hidden ReLU's gradient is applied by the next layer's input-gradient op
+    (BandedCorrMasked), not by a separate pass over the activation; the numbers are
+    those of Theano's CorrMM graph (test_gemm_graph_equals_corrmm_training)."""
+    arch = dict(ARCHITECTURES["9-1-5"], n1=16, n2=8, channels=1)
+    fast, _ = both_models(arch, "same", random_arrays(arch, seed=3))
+    train = Trainer(fast, optimizer="sgd", learning_rate=0.002, momentum=0.9).train
+    nodes = train.maker.fgraph.toposort()
+    names = [type(node.op).__name__ for node in nodes]
+    assert names.count("BandedCorrMasked") == 2, names
+    switches = [n for n in nodes if isinstance(n.op, T.Elemwise) and "Switch" in str(n.op)]
+    assert not switches, switches
 
 
 def test_gradients_equal_for_every_parameter():

@@ -85,19 +85,86 @@ static void srcnn_im2col(float* cols, const float* S, int R, int Wo, int Wp, int
     }
 }
 
-/* 0 dot, 1 im2col (transposed), 2 shift, 3 tapsum, 4 im2col (pixel-major); grad: the
-   weight-gradient op's choice. */
+/* 0 dot, 1 im2col (transposed), 2 shift, 3 tapsum, 4 im2col (pixel-major), 5 direct
+   (forward only; the weight gradient takes tapsum); grad: the weight-gradient op's choice. */
 static int srcnn_mode(const char* strategy, int K, int C, int O, int grad) {
     if (!strcmp(strategy, "auto")) {
         if (K == 1) return 0;
         if (C < 8) return 1;
-        if (!grad && O < 8) return 3;
+        if (O < 8) return grad ? 3 : 5;
         return 2;
     }
     if (!strcmp(strategy, "dot")) return K == 1 ? 0 : 1;
     if (!strcmp(strategy, "im2col")) return C < 8 ? 1 : 4;
     if (!strcmp(strategy, "shift")) return 2;
+    if (!strcmp(strategy, "direct") && !grad) return 5;
     return 3;
+}
+
+/* 16 floats; aligned(4): loads and stores at any float address. The compiler maps it to
+   one AVX-512 register, two AVX ones or four SSE ones. */
+typedef float srcnn_v16 __attribute__((vector_size(64), aligned(4)));
+
+typedef float srcnn_v8 __attribute__((vector_size(32)));
+typedef float srcnn_v4 __attribute__((vector_size(16)));
+
+/* The 16 lanes' sum, halves added pairwise (a tree: 4 dependent adds, not 16). */
+static inline float srcnn_hsum(srcnn_v16 v) {
+    srcnn_v8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7)
+                 + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    srcnn_v4 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+    return (q[0] + q[2]) + (q[1] + q[3]);
+}
+
+/* Direct (few output channels, conv3): output pixel (r, j), channel o is the sum over dy
+   of one dot product of k*C floats, S's window of row r + dy from pixel j (the k pixels
+   dx = 0..k-1 of a pixel-major row are adjacent), with the kernel's rows dy*k*C ..
+   (wt: O x k*k*C, transposed). SRCNN_DIRECT neighbouring pixels share each kernel load
+   and give the FMA units as many independent sums; each pixel's sum is kept in 16
+   lanes over all k rows and added up once. */
+#define SRCNN_DIRECT 8
+static void srcnn_direct_band(const float* S, const float* wt, int rows, int Wo, int Wp,
+                              int C, int K, int O, float* yb) {
+    const int KC = K * C, V = KC / 16 * 16;
+    for (int o = 0; o < O; ++o)
+    for (int r = 0; r < rows; ++r) {
+        const float* wo = wt + (size_t)o * K * KC;
+        float* yr = yb + (size_t)r * Wo * O + o;
+        for (int j = 0; j < Wo; j += SRCNN_DIRECT) {
+            const int np = SRCNN_MIN(SRCNN_DIRECT, Wo - j);
+            srcnn_v16 v[SRCNN_DIRECT];
+            float t[SRCNN_DIRECT];
+            for (int p = 0; p < SRCNN_DIRECT; ++p) { v[p] = (srcnn_v16){0}; t[p] = 0.0f; }
+            for (int dy = 0; dy < K; ++dy) {
+                const float* s = S + ((size_t)(r + dy) * Wp + j) * C;
+                const float* wd = wo + (size_t)dy * KC;
+                if (np == SRCNN_DIRECT) {  /* eight sums in registers, spelled out */
+                    srcnn_v16 a0 = v[0], a1 = v[1], a2 = v[2], a3 = v[3];
+                    srcnn_v16 a4 = v[4], a5 = v[5], a6 = v[6], a7 = v[7];
+                    const float *s0 = s, *s1 = s + C, *s2 = s + 2 * C, *s3 = s + 3 * C;
+                    const float *s4 = s + 4 * C, *s5 = s + 5 * C, *s6 = s + 6 * C, *s7 = s + 7 * C;
+                    for (int i = 0; i < V; i += 16) {
+                        const srcnn_v16 wv = *(const srcnn_v16*)(wd + i);
+                        a0 += *(const srcnn_v16*)(s0 + i) * wv; a1 += *(const srcnn_v16*)(s1 + i) * wv;
+                        a2 += *(const srcnn_v16*)(s2 + i) * wv; a3 += *(const srcnn_v16*)(s3 + i) * wv;
+                        a4 += *(const srcnn_v16*)(s4 + i) * wv; a5 += *(const srcnn_v16*)(s5 + i) * wv;
+                        a6 += *(const srcnn_v16*)(s6 + i) * wv; a7 += *(const srcnn_v16*)(s7 + i) * wv;
+                    }
+                    v[0] = a0; v[1] = a1; v[2] = a2; v[3] = a3;
+                    v[4] = a4; v[5] = a5; v[6] = a6; v[7] = a7;
+                } else {
+                    for (int i = 0; i < V; i += 16) {
+                        const srcnn_v16 wv = *(const srcnn_v16*)(wd + i);
+                        for (int p = 0; p < np; ++p)
+                            v[p] += *(const srcnn_v16*)(s + i + (size_t)p * C) * wv;
+                    }
+                }
+                for (int i = V; i < KC; ++i)
+                    for (int p = 0; p < np; ++p) t[p] += s[i + (size_t)p * C] * wd[i];
+            }
+            for (int p = 0; p < np; ++p) yr[(size_t)(j + p) * O] = srcnn_hsum(v[p]) + t[p];
+        }
+    }
 }
 
 /* Row-major C (M x N) = A B^T + beta C, A (M x K, lda), B (N x K, ldb). */
@@ -146,6 +213,8 @@ typedef struct {
        y is scratch and the op's output is y2 */
     int O2, relu2;
     const float *w2, *b2;
+    /* a mask (m != NULL, shaped as y): y = m > 0 ? y : 0 */
+    const float* m;
 } srcnn_fwd_t;
 
 /* Floats of the product scratch Z one band of the forward op needs. */
@@ -155,6 +224,7 @@ static size_t srcnn_fwd_zlen(const srcnn_fwd_t* a) {
     if (a->mode == 0) return 0;
     if (a->mode == 1 || a->mode == 4) return (size_t)R * Wo * KK;
     if (a->mode == 2) return (size_t)R * Wp * O;
+    if (a->mode == 5) return 0;
     return (size_t)((R + K - 1) * Wp + K) * K * K * O + Wo;
 }
 
@@ -195,6 +265,8 @@ static void srcnn_fwd_band(const srcnn_fwd_t* a, int n, int y0, float* S, float*
         } else if (mode == 4) {
             srcnn_im2col(Z, S, rows, Wo, Wp, C, K);
             srcnn_gemm_nn(rows * Wo, O, KK, Z, KK, a->w, O, 0.0f, yb, O);
+        } else if (mode == 5) {
+            srcnn_direct_band(S, a->wt, rows, Wo, Wp, C, K, O, yb);
         } else if (mode == 2) {
             for (int t = 0; t < K * K; ++t) {
                 const int dy = t / K, dx = t % K;
@@ -225,6 +297,10 @@ static void srcnn_fwd_band(const srcnn_fwd_t* a, int n, int y0, float* S, float*
     }
     /* bias and ReLU while the band is in the cache; then the fused 1x1 layer */
     srcnn_bias_relu(yb, (size_t)rows * Wo, O, a->b, a->relu);
+    if (a->m != NULL) {
+        const float* mb = a->m + ((size_t)n * Ho + y0) * Wo * O;
+        for (size_t i = 0; i < (size_t)rows * Wo * O; ++i) yb[i] = mb[i] > 0.0f ? yb[i] : 0.0f;
+    }
     if (a->w2 != NULL) {
         float* y2 = a->y + ((size_t)n * Ho + y0) * Wo * a->O2;
         srcnn_gemm_nn(rows * Wo, a->O2, O, yb, O, a->w2, a->O2, 0.0f, y2, a->O2);

@@ -29,8 +29,9 @@ dx)*C``, with rows ``C`` floats apart: a plain matrix for the BLAS, no copy.
 The products are pixel-major (``(pixels, K) x (K, O)``), the orientation
 in which both OpenBLAS and MKL run SRCNN's thin channel counts fastest.
 
-Strategies (``strategy``; ``'auto'``: ``dot`` for k = 1, ``im2col`` for C < 8, ``tapsum``
-for O < 8 (forward only), else ``shift``; measured fastest on SRCNN's layers):
+Strategies (``strategy``; ``'auto'``: ``dot`` for k = 1, ``im2col`` for C < 8, for O < 8
+``direct`` (forward) or ``tapsum`` (weight gradient), else ``shift``; measured fastest on
+SRCNN's layers):
 
 ``dot``     ``k = 1``: one product per band, ``(pixels, C) x (C, O)``.
 ``im2col``  few input channels (conv1, C = 1): the band's ``k*k*C`` shifted
@@ -43,12 +44,21 @@ for O < 8 (forward only), else ``shift``; measured fastest on SRCNN's layers):
 ``tapsum``  few output channels (conv3, O = 1): one product ``(pixels of S,
             C) x (C, k*k*O)`` gives every tap's contribution at every pixel,
             then each output adds its ``k*k`` shifted terms.
+``direct``  few output channels, forward only: no BLAS; each output is ``k`` dot
+            products of ``k*C`` adjacent floats of ``S`` (a row's window of ``k``
+            pixels) with the kernel, eight pixels at a time in 16-lane sums.
 
 The gradient of ``y`` with respect to ``x`` is again a ``BandedCorr`` (the
 kernel flipped and transposed, ``pad -> k - 1 - pad``); the one with
 respect to ``w`` is :class:`BandedCorrGradW` (im2col, shift or tapsum, the
 products' transposes accumulated over bands). For ``edge`` padding both
 come from the same graph with the padding made explicit.
+
+Two graph rewrites fuse what would otherwise be a pass over a whole
+activation in memory: :func:`fuse_banded_dot` (prediction: a 1x1 layer
+multiplied into the band of the layer before it, :class:`BandedCorrDot`)
+and :func:`fuse_relu_mask` (training: a ReLU's gradient applied to each
+band of the next layer's input gradient, :class:`BandedCorrMasked`).
 
 The C code calls the ``sgemm_`` Theano links (``blas__ldflags``, chosen by
 :mod:`srcnn_theano.blas`), whose own threads share each product; scratch
@@ -64,12 +74,13 @@ import numpy as np
 
 from srcnn_theano.backend import T, theano
 
-__all__ = ["BandedCorr", "BandedCorrDot", "BandedCorrGradW", "fuse_banded_dot",
+__all__ = ["BandedCorr", "BandedCorrDot", "BandedCorrGradW", "BandedCorrMasked",
+           "fuse_banded_dot", "fuse_relu_mask",
            "weight_matrix", "BAND_BYTES"]
 
 #: Bytes of scratch a band may use (input block + product): within a core's L2.
 BAND_BYTES = 1 << 20
-STRATEGIES = ("auto", "dot", "im2col", "shift", "tapsum")
+STRATEGIES = ("auto", "dot", "im2col", "shift", "tapsum", "direct")
 
 
 def weight_matrix(W):
@@ -102,6 +113,7 @@ def _band_rows_c(extra="0"):
     plus ``extra`` bytes (a C expression) per output row."""
     return f"""a_.R = (a_.mode == 1 || a_.mode == 4)
             ? srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * C * 4, Wp * C * 4 + Wo * KK * 4 + {extra}, a_.Ho)
+            : a_.mode == 5 ? srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * C * 4, Wp * C * 4 + {extra}, a_.Ho)
             : a_.mode == 2 ? srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * C * 4, Wp * (C + O) * 4 + {extra}, a_.Ho)
             : srcnn_band_rows({BAND_BYTES}, (K - 1) * Wp * (C + TO) * 4, Wp * (C + TO) * 4 + {extra}, a_.Ho);"""
 
@@ -199,6 +211,7 @@ class BandedCorr(_BandedOp):
     """
 
     __props__ = ("k", "pad", "edge", "relu", "strategy", "has_bias")
+    masked = False  #: a mask input after the bias (:class:`BandedCorrMasked`)
 
     def __init__(self, k, pad, edge=False, relu=False, strategy="auto", has_bias=True):
         self.k, self.pad, self.edge, self.relu = int(k), int(pad), bool(edge), bool(relu)
@@ -250,14 +263,27 @@ class BandedCorr(_BandedOp):
 
     def c_code(self, node, name, inputs, outputs, sub):
         x, w = inputs[0], inputs[1]
-        b = inputs[2] if self.has_bias else None
-        w2, b2 = inputs[3:5] if len(inputs) == 5 else (None, None)
+        rest = list(inputs[2:])
+        b = rest.pop(0) if self.has_bias else None
+        m = rest.pop(0) if self.masked else None
+        w2, b2 = rest if rest else (None, None)
         (y,) = outputs
         fail = sub["fail"]
         cleanup = ("Py_XDECREF(xc_); Py_XDECREF(wc_); Py_XDECREF(bc_); Py_XDECREF(w2c_);"
-                   " Py_XDECREF(b2c_); free(wt_);")
+                   " Py_XDECREF(b2c_); Py_XDECREF(mc_); free(wt_);")
         failc = cleanup + fail
         get_b = self._contiguous("bc_", b, 1, failc) if b else ""
+        get_m = ""
+        if m is not None:
+            get_m = f"""{self._contiguous("mc_", m, 4, failc)}
+        if (PyArray_DIMS(mc_)[0] != a_.N || PyArray_DIMS(mc_)[1] != a_.Ho
+            || PyArray_DIMS(mc_)[2] != a_.Wo || PyArray_DIMS(mc_)[3] != O) {{
+            PyErr_Format(PyExc_ValueError, "BandedCorrMasked: the mask is %ldx%ldx%ldx%ld, need %dx%dx%dx%d",
+                         (long)PyArray_DIMS(mc_)[0], (long)PyArray_DIMS(mc_)[1],
+                         (long)PyArray_DIMS(mc_)[2], (long)PyArray_DIMS(mc_)[3], a_.N, a_.Ho, a_.Wo, O);
+            {failc}
+        }}
+        a_.m = (const float*)PyArray_DATA(mc_);"""
         second = ""
         if w2 is not None:
             second = f"""{self._contiguous("w2c_", w2, 2, failc)}
@@ -271,14 +297,14 @@ class BandedCorr(_BandedOp):
         a_.O2 = PyArray_DIMS(w2c_)[1]; a_.relu2 = {int(getattr(self, "relu2", False))};
         a_.w2 = (const float*)PyArray_DATA(w2c_); a_.b2 = (const float*)PyArray_DATA(b2c_);"""
         return f"""{{
-        PyArrayObject *xc_ = NULL, *wc_ = NULL, *bc_ = NULL, *w2c_ = NULL, *b2c_ = NULL;
+        PyArrayObject *xc_ = NULL, *wc_ = NULL, *bc_ = NULL, *w2c_ = NULL, *b2c_ = NULL, *mc_ = NULL;
         float* wt_ = NULL;
         {{
         {self._contiguous("xc_", x, 4, failc)}
         {self._contiguous("wc_", w, 2, failc)}
         {get_b}
         srcnn_fwd_t a_;
-        a_.O2 = 0; a_.relu2 = 0; a_.w2 = NULL; a_.b2 = NULL;
+        a_.O2 = 0; a_.relu2 = 0; a_.w2 = NULL; a_.b2 = NULL; a_.m = NULL;
         a_.N = PyArray_DIMS(xc_)[0]; a_.H = PyArray_DIMS(xc_)[1];
         a_.W = PyArray_DIMS(xc_)[2]; a_.C = PyArray_DIMS(xc_)[3];
         a_.K = {self.k}; a_.P = {self.pad}; a_.O = PyArray_DIMS(wc_)[1];
@@ -300,6 +326,7 @@ class BandedCorr(_BandedOp):
                          a_.H, a_.W, K, K);
             {failc}
         }}
+        {get_m}
         {second}
         {self._alloc_code(y, "a_.N, a_.Ho, a_.Wo, a_.w2 ? a_.O2 : O", 4, failc)}
         a_.mode = srcnn_mode("{self.strategy}", K, C, O, 0);
@@ -315,6 +342,12 @@ class BandedCorr(_BandedOp):
             for (int t = 0; t < K * K; ++t)
             for (int c = 0; c < C; ++c)
             for (int o = 0; o < O; ++o) wt_[((size_t)t * O + o) * C + c] = a_.w[((size_t)t * C + c) * O + o];
+        }}
+        if (a_.mode == 5) {{  /* wt[o, t*C + c] = w[t*C + c, o] */
+            wt_ = srcnn_alloc((size_t)O * KK);
+            if (wt_ == NULL) {{ PyErr_NoMemory(); {failc} }}
+            for (long i = 0; i < KK; ++i)
+            for (int o = 0; o < O; ++o) wt_[(size_t)o * KK + i] = a_.w[(size_t)i * O + o];
         }}
         a_.wt = wt_;
         int err_;
@@ -380,6 +413,65 @@ def fuse_banded_dot(fgraph, node):
 # After the graph is merged (position 49), before in-place rewrites (49.5), in FAST_RUN.
 theano.compile.optdb.register("srcnn_fuse_banded_dot", theano.graph.opt.in2out(fuse_banded_dot),
                               49.1, "fast_run")
+
+
+class BandedCorrMasked(BandedCorr):
+    """A :class:`BandedCorr` whose output is kept only where a mask is positive.
+
+    ``y = (m > 0) ? corr(x, w) : 0`` with ``m`` of the output's shape ``(N,
+    Ho, Wo, O)``: a ReLU's gradient, ``switch(y1 > 0, gx, 0)``, made while
+    each band of ``gx`` (the next layer's input gradient) is in the cache,
+    so the masked copy of a 64-channel activation's gradient is never
+    written and read again. Inputs ``x, w, m`` (no bias, no activation);
+    made by the graph rewrite :func:`fuse_relu_mask` in training graphs,
+    so it needs no gradient.
+    """
+
+    masked = True
+
+    def __init__(self, k, pad, strategy="auto"):
+        super().__init__(k, pad, False, False, strategy, has_bias=False)
+
+    def make_node(self, x, w, m):
+        node = super().make_node(x, w)
+        m = self._as_float4(m, "m")
+        return theano.graph.basic.Apply(self, node.inputs + [m], [node.outputs[0].type()])
+
+    def grad(self, inputs, grads):
+        raise NotImplementedError("BandedCorrMasked is made for compiled training graphs only")
+
+
+def _is_zero(v):
+    try:
+        return T.get_scalar_constant_value(v) == 0
+    except T.NotScalarConstantError:
+        return False
+
+
+@theano.graph.opt.local_optimizer([T.Elemwise])
+def fuse_relu_mask(fgraph, node):
+    """Rewrite ``switch(y > 0, BandedCorr(g, w), 0)`` (a ReLU's gradient of the input
+    gradient of the layer after it) as one :class:`BandedCorrMasked` where the
+    correlation's output has no other reader."""
+    if not isinstance(node.op, T.Elemwise) or not isinstance(node.op.scalar_op, theano.scalar.Switch):
+        return False
+    cond, kept, other = node.inputs
+    if not _is_zero(other) or cond.owner is None or not isinstance(cond.owner.op, T.Elemwise):
+        return False
+    if not isinstance(cond.owner.op.scalar_op, theano.scalar.GT) or not _is_zero(cond.owner.inputs[1]):
+        return False
+    mask, inner = cond.owner.inputs[0], kept.owner
+    if inner is None or type(inner.op) is not BandedCorr or inner.op.has_bias or inner.op.relu:
+        return False
+    if len(fgraph.clients[kept]) != 1 or mask.type != kept.type or mask.broadcastable != node.outputs[0].broadcastable:
+        return False
+    fused = BandedCorrMasked(inner.op.k, inner.op.pad, inner.op.strategy)
+    return [fused(*inner.inputs, mask)]
+
+
+# Before the elemwise fusion (49) turns the switch into a Composite, in FAST_RUN.
+theano.compile.optdb.register("srcnn_fuse_relu_mask", theano.graph.opt.in2out(fuse_relu_mask),
+                              48.9, "fast_run")
 
 
 class BandedCorrGradW(_BandedOp):
