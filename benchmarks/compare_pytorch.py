@@ -1,15 +1,24 @@
 #!/usr/bin/env python
 """Theano SRCNN against PyTorch on the CPU: same shapes, same machine, same run.
 
-Measures what ``python -m srcnn_theano bench`` measures (one 9-1-5 ``same``
+Measures what ``python -m srcnn_theano bench --arch A`` measures (one ``same``
 prediction on a SIZE x SIZE image; one SGD-momentum training step on 64
 patches of 33x33) in PyTorch and in Theano, *interleaved*: each framework
 runs in its own process, a timing server that has built and warmed up both
 functions, and this script asks them in turn for one timed run at a time
-(alternating which goes first), so a busy machine slows both alike. It
-prints the medians and the Theano / PyTorch ratio (below 1: Theano is faster).
+(alternating which goes first), so a busy machine slows both alike. Between
+them the Theano server also times one 2048x2048 float32 product through the
+BLAS Theano links: the machine's matrix-product rate in the same run, of
+which each timing's GFLOP/s is given as a fraction (the figure that carries
+from one CPU to another; a ratio to PyTorch does not). It prints, per
+architecture, the medians, GFLOP/s, % of that rate and the Theano / PyTorch
+ratio (below 1: Theano is faster); ``--out FILE`` writes them as the speed
+file that ``make figures`` turns into README's and docs/speed.md's tables.
 The Theano server is ``benchmarks/theano_worker.py``; the PyTorch one is this
 script run with ``--torch-worker``.
+
+    .venv/bin/python benchmarks/compare_pytorch.py --torch-python /tmp/torchvenv/bin/python \
+        --arch 9-1-5 9-3-5 9-5-5 --out benchmarks/results/speed.json
 
 PyTorch is not a dependency of the project; install it anywhere, e.g.::
 
@@ -45,7 +54,8 @@ def torch_worker(args):
     import torch
 
     torch.manual_seed(0)
-    f1, f2, f3, n1, n2 = 9, 1, 5, 64, 32
+    f1, f2, f3 = (int(v) for v in args.arch.split("-"))
+    n1, n2 = (int(v) for v in (args.filters or "64,32").split(","))
     net = torch.nn.Sequential(
         torch.nn.Conv2d(1, n1, f1, padding=f1 // 2), torch.nn.ReLU(),
         torch.nn.Conv2d(n1, n2, f2, padding=f2 // 2), torch.nn.ReLU(),
@@ -141,13 +151,19 @@ def _torch_python(requested):
         return None
 
 
-def theano_worker_cmd(python, args, impl, repo=REPO):
-    return [python, os.path.join(repo, "benchmarks", "theano_worker.py"), "--size", str(args.size),
-            "--batch", str(args.batch), "--patch", str(args.patch), "--warmup", str(args.warmup),
-            "--impl", impl] + (["--tile", str(args.tile)] if args.tile else [])
+def _shape_args(args, arch):
+    return (["--arch", arch, "--size", str(args.size), "--batch", str(args.batch),
+             "--patch", str(args.patch), "--warmup", str(args.warmup)]
+            + (["--filters", args.filters] if args.filters else []))
 
 
-def compare(args):
+def theano_worker_cmd(python, args, impl, repo=REPO, arch="9-1-5"):
+    return ([python, os.path.join(repo, "benchmarks", "theano_worker.py")] + _shape_args(args, arch)
+            + ["--impl", impl] + (["--tile", str(args.tile)] if args.tile else []))
+
+
+def compare(args, arch="9-1-5"):
+    """Start every worker for one architecture, time them interleaved; the workers."""
     workers = []
     theano_python = args.theano_python or sys.executable
     env = dict(os.environ)
@@ -167,7 +183,7 @@ def compare(args):
             label = "theano-naive(corrmm,numpy-blas,no-mallopt)"
         else:
             label = f"theano-{impl}" + (f"[{flags}]" if flags else "")
-        workers.append(Worker(label, theano_worker_cmd(theano_python, args, impl), wenv))
+        workers.append(Worker(label, theano_worker_cmd(theano_python, args, impl, arch=arch), wenv))
     for repo in getattr(args, "baseline_repo", None) or []:
         # Another checkout of the project (e.g. `git worktree add /tmp/base <commit>`),
         # timed in the same run: a regression check of the network's speed.
@@ -175,14 +191,12 @@ def compare(args):
         benv["PYTHONPATH"] = os.path.abspath(repo) + os.pathsep + os.environ.get("PYTHONPATH", "")
         workers.append(Worker(f"theano-gemm[{os.path.basename(os.path.abspath(repo))}]",
                               theano_worker_cmd(theano_python, args, "gemm",
-                                                os.path.abspath(repo)), benv))
+                                                os.path.abspath(repo), arch), benv))
     tp = _torch_python(args.torch_python)
     if tp:
         tenv = dict(os.environ)
-        workers.append(Worker("pytorch", [tp, os.path.abspath(__file__), "--torch-worker",
-                                          "--size", str(args.size), "--batch", str(args.batch),
-                                          "--patch", str(args.patch),
-                                          "--warmup", str(args.warmup)], tenv))
+        workers.append(Worker("pytorch", [tp, os.path.abspath(__file__), "--torch-worker"]
+                              + _shape_args(args, arch), tenv))
     else:
         print("PyTorch not found (use --torch-python): timing Theano only", file=sys.stderr)
     try:
@@ -194,41 +208,96 @@ def compare(args):
                 for w in order:
                     time.sleep(args.gap)  # let the other process's spinning threads sleep
                     w.run(what)
+            time.sleep(args.gap)
+            workers[0].run("sgemm")
     finally:
         for w in workers:
             w.close()
     return workers
 
 
-def summarize(workers, args):
+def sgemm_rate(workers):
+    """GFLOP/s of the median float32 product the first (Theano) worker timed."""
+    w = workers[0]
+    return w.facts["sgemm_flop"] / statistics.median(w.times["sgemm"]) / 1e9
+
+
+def summarize(workers, args, arch="9-1-5"):
+    """One row per task and worker: medians, GFLOP/s, % of the sgemm rate, ratio to PyTorch."""
     rows = []
+    rate = sgemm_rate(workers)
+    flop = {"predict": workers[0].facts["predict_gflop"], "train": workers[0].facts["train_step_gflop"]}
     torch_w = next((w for w in workers if w.label == "pytorch"), None)
     for what in ("predict", "train"):
         ref = statistics.median(torch_w.times[what]) if torch_w else None
         for w in workers:
             ts = w.times[what]
             med = statistics.median(ts)
-            row = {"what": what, "impl": w.label, "median_s": med, "min_s": min(ts),
-                   "runs": len(ts), "ratio_vs_pytorch": (med / ref) if ref else None}
-            rows.append(row)
+            rows.append({"arch": arch, "what": what, "impl": w.label, "median_s": med,
+                         "min_s": min(ts), "runs": len(ts),
+                         "gflops": flop[what] / med, "sgemm_fraction": flop[what] / med / rate,
+                         "ratio_vs_pytorch": (med / ref) if ref else None})
     return rows
 
 
-def format_table(rows, workers, args):
-    out = [f"predict: 1x1x{args.size}x{args.size}, 9-1-5 same; "
-           f"train: {args.batch}x1x{args.patch}x{args.patch} SGD momentum; "
-           f"{args.repeats} interleaved runs each, medians", "",
-           "| what | implementation | median ms | min ms | ratio vs PyTorch |",
-           "|---|---|---:|---:|---:|"]
+def format_table(rows, rate, args, arch="9-1-5"):
+    out = [f"{arch}: predict 1x1x{args.size}x{args.size} same; "
+           f"train {args.batch}x1x{args.patch}x{args.patch} SGD momentum; "
+           f"{args.repeats} interleaved runs each, medians; sgemm {rate:.0f} GFLOP/s", "",
+           "| what | implementation | median ms | min ms | GFLOP/s | % of sgemm | ratio vs PyTorch |",
+           "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = f"{r['ratio_vs_pytorch']:.2f}" if r["ratio_vs_pytorch"] is not None else "-"
         out.append(f"| {r['what']} | {r['impl']} | {r['median_s'] * 1e3:.1f} | "
-                   f"{r['min_s'] * 1e3:.1f} | {ratio} |")
+                   f"{r['min_s'] * 1e3:.1f} | {r['gflops']:.0f} | {100 * r['sgemm_fraction']:.0f}% "
+                   f"| {ratio} |")
     return "\n".join(out)
+
+
+def cpu_name(cpu):
+    """``2-core Intel(R) Xeon(R) Processor (avx512, 2.6 GHz)`` from a worker's ``cpu`` facts."""
+    ghz = f", {cpu['mhz'] / 1000:.1f} GHz" if cpu.get("mhz") else ""
+    return f"{cpu.get('cores')}-core {cpu.get('model')} ({cpu.get('simd')}{ghz})"
+
+
+def speed_file(results, args):
+    """The speed file (schema: :func:`srcnn_theano.apps.plots.read_speed`) of a run."""
+    def med_ms(rows, what, label):
+        return round(next(r["median_s"] for r in rows if r["what"] == what and r["impl"] == label) * 1e3, 2)
+
+    out_rows, rates, facts = [], [], {}
+    for arch, (rows, rate, workers) in results.items():
+        facts = {w.label: w.facts for w in workers}
+        rates.append(rate)
+        g = {r["what"]: r["gflops"] for r in rows if r["impl"] == "theano-gemm"}
+        out_rows.append({"arch": arch, "predict_ms": med_ms(rows, "predict", "theano-gemm"),
+                         "pytorch_predict_ms": med_ms(rows, "predict", "pytorch"),
+                         "train_step_ms": med_ms(rows, "train", "theano-gemm"),
+                         "pytorch_train_step_ms": med_ms(rows, "train", "pytorch"),
+                         "predict_gflops": round(g["predict"], 1), "train_gflops": round(g["train"], 1),
+                         "sgemm_gflops": round(rate, 1)})
+    torch_facts = facts.get("pytorch", {})
+    theano_facts = facts.get("theano-gemm", {})
+    return {"cpu": args.cpu or cpu_name(theano_facts.get("cpu", {})),
+            "sgemm_gflops": round(statistics.median(rates), 1),
+            "pytorch": f"PyTorch {torch_facts.get('torch')} CPU ({torch_facts.get('threads')} threads)",
+            "blas": (theano_facts.get("blas") or {}).get("library"),
+            "measured": (f"Medians of {args.repeats} runs interleaved with PyTorch's and with a "
+                         f"2048x2048 sgemm through the BLAS Theano links "
+                         f"({(theano_facts.get('blas') or {}).get('library')}), "
+                         f"{time.strftime('%Y-%m-%d')}; predict: one {args.size}x{args.size} image, "
+                         f"same padding; training step: {args.batch} patches {args.patch}x{args.patch}, "
+                         f"SGD momentum"),
+            "command": (f"python benchmarks/compare_pytorch.py --arch {' '.join(results)} "
+                        f"--repeats {args.repeats} --out {args.out}"),
+            "rows": out_rows}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", nargs="+", default=["9-1-5"], metavar="F1-F2-F3",
+                   help="architectures, each timed in turn (9-1-5)")
+    p.add_argument("--filters", help="n1,n2 filters of layers 1 and 2 (64,32)")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--patch", type=int, default=33)
@@ -247,24 +316,38 @@ def main(argv=None):
     p.add_argument("--baseline-repo", action="append", default=[], metavar="DIR",
                    help="also time the worker of another checkout of the project (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--out", metavar="FILE",
+                   help="write the speed file (e.g. benchmarks/results/speed.json; needs PyTorch)")
+    p.add_argument("--cpu", help="how the speed file names the CPU (default: from /proc/cpuinfo)")
     p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.torch_worker:
+        args.arch = args.arch[0]
         return torch_worker(args)
-    workers = compare(args)
-    rows = summarize(workers, args)
-    print(format_table(rows, workers, args))
-    facts = {w.label: {k: v for k, v in w.facts.items() if k != "ready"} for w in workers}
+    results, dump = {}, []
+    for arch in args.arch:
+        workers = compare(args, arch)
+        rows, rate = summarize(workers, args, arch), sgemm_rate(workers)
+        results[arch] = (rows, rate, workers)
+        print(format_table(rows, rate, args, arch) + "\n", flush=True)
+        dump.append({"arch": arch, "rows": rows, "sgemm_gflops": rate,
+                     "workers": {w.label: {k: v for k, v in w.facts.items() if k != "ready"}
+                                 for w in workers}})
+    t = results[args.arch[0]][2][0].facts
+    print(f"Theano: BLAS {t.get('blas', {}).get('library')}, tile {t.get('tile')}; "
+          f"CPU: {args.cpu or cpu_name(t.get('cpu', {}))}")
+    if args.out:
+        if not all(any(w.label == "pytorch" for w in res[2]) for res in results.values()):
+            print("error: --out needs PyTorch (--torch-python)", file=sys.stderr)
+            return 2
+        from srcnn_theano.files import atomic_write_bytes
+
+        atomic_write_bytes(args.out, (json.dumps(speed_file(results, args), indent=1) + "\n").encode())
+        print(f"wrote {args.out}")
     if args.json:
-        print(json.dumps({"rows": rows, "workers": facts, "size": args.size,
-                          "batch": args.batch, "patch": args.patch, "repeats": args.repeats,
+        print(json.dumps({"archs": dump, "size": args.size, "batch": args.batch,
+                          "patch": args.patch, "repeats": args.repeats,
                           "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}))
-    else:
-        t = facts.get("theano-gemm", {})
-        print(f"\nTheano: BLAS {t.get('blas', {}).get('library')} "
-              f"({t.get('blas', {}).get('openblas_core')}), tile {t.get('tile')}; "
-              f"PyTorch: {facts.get('pytorch', {}).get('torch')} "
-              f"({facts.get('pytorch', {}).get('threads')} threads)")
     return 0
 
 

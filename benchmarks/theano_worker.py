@@ -4,8 +4,10 @@
 It builds what ``python -m srcnn_theano bench`` times
 (:func:`srcnn_theano.apps.speed.build_predict` / ``build_train``), runs each
 ``--warmup`` times, prints one JSON line ``{"ready": true, ...facts}`` and
-then reads commands from stdin, one per line: ``predict`` or ``train`` times
-one run and prints ``{"t": seconds}``; ``quit`` (or an empty line, or end of
+then reads commands from stdin, one per line: ``predict``, ``train`` or
+``sgemm`` (one float32 product of :func:`srcnn_theano.apps.speed.build_sgemm`,
+the machine's matrix-product rate in the same run) times one run and prints
+``{"t": seconds}``; ``quit`` (or an empty line, or end of
 input) stops it; any other line is an error (exit status 2). The coordinator
 asks each framework's server in turn, so that both are measured interleaved
 on the same machine.
@@ -26,7 +28,7 @@ if REPO not in sys.path:  # run as a script from any interpreter that has the de
     sys.path.insert(0, REPO)
 
 from srcnn_theano.apps.speed import (add_graph_arguments, build_predict,  # noqa: E402
-                                     build_train, environment)
+                                     build_sgemm, build_train, environment)
 
 
 def serve(args, stdin=sys.stdin, stdout=sys.stdout):
@@ -41,6 +43,7 @@ def serve(args, stdin=sys.stdin, stdout=sys.stdout):
         fns["train"], f = build_train(args.batch, args.patch, impl=args.impl,
                                         arch=args.arch, filters=args.filters)
         facts.update(f)
+    fns["sgemm"], facts["sgemm_flop"] = build_sgemm()
     for fn in fns.values():
         for _ in range(args.warmup):
             fn()

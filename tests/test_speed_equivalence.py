@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import zlib
 
@@ -316,25 +317,68 @@ def _load_compare_pytorch():
     return module
 
 
+def test_compare_pytorch_rates_and_speed_file():
+    """GFLOP/s are the worker's FLOPs over the median time, each a fraction of the sgemm
+    rate timed in the same run; the speed file it writes is one read_speed accepts."""
+    from srcnn_theano.apps.plots import read_speed
+    from srcnn_theano.apps.tables import speed_markdown
+
+    cp = _load_compare_pytorch()
+
+    class FakeWorker:
+        def __init__(self, label, times, facts):
+            self.label, self.times, self.facts = label, times, facts
+
+    theano_w = FakeWorker("theano-gemm", {"predict": [0.02, 0.03, 0.025], "train": [0.01, 0.012, 0.011],
+                                          "sgemm": [0.05, 0.04, 0.06]},
+                          {"predict_gflop": 5.0, "train_step_gflop": 2.2, "sgemm_flop": 20e9,
+                           "cpu": {"cores": 2, "model": "Some CPU", "simd": "avx2+fma", "mhz": 3000.0},
+                           "blas": {"library": "openblas"}, "tile": 512})
+    torch_w = FakeWorker("pytorch", {"predict": [0.05] * 3, "train": [0.022] * 3},
+                         {"torch": "2.13.0", "threads": 2})
+    workers = [theano_w, torch_w]
+    assert cp.sgemm_rate(workers) == pytest.approx(400.0)
+    rows = cp.summarize(workers, None, "9-5-5")
+    predict = next(r for r in rows if r["what"] == "predict" and r["impl"] == "theano-gemm")
+    assert predict["gflops"] == pytest.approx(200.0)
+    assert predict["sgemm_fraction"] == pytest.approx(0.5)
+    assert predict["ratio_vs_pytorch"] == pytest.approx(0.5)
+    args = argparse.Namespace(repeats=3, size=512, batch=64, patch=33, cpu=None, out="speed.json")
+    data = cp.speed_file({"9-5-5": (rows, cp.sgemm_rate(workers), workers)}, args)
+    assert data["cpu"] == "2-core Some CPU (avx2+fma, 3.0 GHz)"
+    (row,) = data["rows"]
+    assert row["predict_ms"] == 25.0 and row["pytorch_train_step_ms"] == 22.0
+    assert row["train_gflops"] == pytest.approx(200.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "speed.json")
+        with open(path, "w") as f:
+            json.dump(data, f)
+        table = speed_markdown(read_speed(path))
+    assert "| 9-5-5 | 25.0 ms | 50.0 ms | 0.50 | 200 | 50% | 11.0 ms | 22.0 ms | 0.50 | 200 | 50% |" in table
+
+
 @pytest.mark.slow
 def test_compare_pytorch_runs_the_theano_worker():
     """The coordinator's command starts benchmarks/theano_worker.py, which answers
     ``ready`` with its facts, one timing per command, and exits on ``quit``."""
     cp = _load_compare_pytorch()
-    args = argparse.Namespace(size=40, batch=4, patch=17, warmup=1, tile="24")
+    args = argparse.Namespace(size=40, batch=4, patch=17, warmup=1, tile="24", filters="8,6")
     env = dict(os.environ, PYTHONPATH=REPO)
-    w = cp.Worker("theano-gemm", cp.theano_worker_cmd(sys.executable, args, "gemm"), env)
+    w = cp.Worker("theano-gemm", cp.theano_worker_cmd(sys.executable, args, "gemm", arch="9-3-5"),
+                  env)
     watchdog = threading.Timer(600, w.proc.kill)  # a silent worker fails, not hangs, the test
     watchdog.daemon = True
     watchdog.start()
     try:
         facts = w.wait_ready()
-        times = [w.run("predict"), w.run("train"), w.run("predict")]
+        times = [w.run("predict"), w.run("train"), w.run("predict"), w.run("sgemm")]
     finally:
         w.close()
         watchdog.cancel()
     assert w.proc.returncode == 0
     assert facts["size"] == 40 and facts["tile"] == 24 and facts["impl"] == "gemm"
+    assert facts["predict_gflop"] == pytest.approx(2 * 40 * 40 * (8 * 81 + 6 * 8 * 9 + 6 * 25) / 1e9)
+    assert facts["sgemm_flop"] == 2 * 2048 ** 3
     assert facts["batch"] == 4 and facts["patch"] == 17
     assert facts["blas"]["library"] and facts["cpu"]["cores"] >= 1
     assert all(t > 0 for t in times)

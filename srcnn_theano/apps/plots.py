@@ -317,7 +317,9 @@ def read_speed(path):
     "command": str, "rows": [{arch, predict_ms, pytorch_predict_ms,
     train_step_ms, pytorch_train_step_ms, predict_gflops, train_gflops}]}``
     (times are medians in milliseconds; GFLOP/s are ours; ``sgemm_gflops``
-    is the machine's float32 matrix-product rate). :class:`SRCNNError`
+    is the machine's float32 matrix-product rate; a row may carry its own,
+    timed in the same run). Written by ``benchmarks/compare_pytorch.py
+    --out``. :class:`SRCNNError`
     naming the file when a field is missing.
     """
     try:

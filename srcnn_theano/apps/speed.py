@@ -155,12 +155,12 @@ def _architecture(arch=ARCH, filters=None, channels=1):
     return dict(parse_architecture(arch, filters), channels=channels)
 
 
-def sgemm_gflops(n=2048, repeats=5):
-    """This machine's float32 matrix-product rate through the BLAS Theano links (GFLOP/s).
+SGEMM_N = 2048  #: side of the square float32 product that measures the machine's rate
 
-    The best of ``repeats`` ``n x n`` products of a compiled ``T.dot``: the
-    reference the network's own GFLOP/s are given as a fraction of.
-    """
+
+def build_sgemm(n=SGEMM_N):
+    """A no-argument callable running one ``n x n`` float32 product of a compiled ``T.dot``
+    (the BLAS Theano links), and its FLOPs (``2 n^3``)."""
     import numpy as np
 
     from srcnn_theano.backend import T, theano
@@ -170,8 +170,17 @@ def sgemm_gflops(n=2048, repeats=5):
     rng = np.random.RandomState(0)
     x, y = rng.rand(n, n).astype(np.float32), rng.rand(n, n).astype(np.float32)
     fn(x, y)
-    best = min(time_runs(lambda: fn(x, y), repeats, 1))
-    return 2.0 * n ** 3 / best / 1e9
+    return (lambda: fn(x, y)), 2.0 * n ** 3
+
+
+def sgemm_gflops(n=SGEMM_N, repeats=5):
+    """This machine's float32 matrix-product rate through the BLAS Theano links (GFLOP/s).
+
+    The best of ``repeats`` products of :func:`build_sgemm`: the reference the
+    network's own GFLOP/s are given as a fraction of.
+    """
+    fn, flops = build_sgemm(n)
+    return flops / min(time_runs(fn, repeats, 1)) / 1e9
 
 
 def build_predict(size, impl="gemm", tile="default", seed=0, arch=ARCH, filters=None):

@@ -142,7 +142,8 @@ def speed_markdown(speed, full=True):
 
     ``full``: per architecture, predict and training step, ours, PyTorch's,
     the ratio, our GFLOP/s and its share of the machine's float32
-    matrix-product rate; otherwise only the times and ratios. A caption
+    matrix-product rate (the row's ``sgemm_gflops``, timed with it, else the
+    file's); otherwise only the times and ratios. A caption
     names the CPU and how the numbers were measured.
     """
     rate = speed["sgemm_gflops"]
@@ -159,7 +160,7 @@ def speed_markdown(speed, full=True):
                                      ("train_step_ms", "pytorch_train_step_ms", "train_gflops")):
             cells += [f"{r[ours]:.1f} ms", f"{r[theirs]:.1f} ms", f"{r[ours] / r[theirs]:.2f}"]
             if full:
-                cells += [f"{r[gflops]:.0f}", f"{100 * r[gflops] / rate:.0f}%"]
+                cells += [f"{r[gflops]:.0f}", f"{100 * r[gflops] / r.get('sgemm_gflops', rate):.0f}%"]
         lines.append("| " + " | ".join(cells) + " |")
     pytorch = speed.get("pytorch", "PyTorch, CPU")
     lines += ["", f"{speed['cpu']}; float32 matrix product (sgemm) {rate:.0f} GFLOP/s. Ratio: ours / "
