@@ -64,7 +64,7 @@ def fake_probe(tmp_path, monkeypatch):
 
 def test_theano_configured_float32_with_the_preferred_blas():
     assert theano.config.floatX == "float32"
-    info = blas.blas_info()
+    info = backend.blas_info()
     if info["library"] == "mkl":  # timed faster than OpenBLAS on this CPU
         assert info["path"] == blas.mkl_rt()
     elif blas.pypi_openblas() is not None:  # a pip requirement of the project
