@@ -1,7 +1,7 @@
 """Command line: ``python -m srcnn_theano`` / ``srcnn-theano``.
 
 A thin layer over the library: argument parsing, then one library call per
-sub-command, run by :func:`srcnn_theano.errors.run_command` (user errors
+sub-command, run by :func:`srcnn_theano.commandline.run_command` (user errors
 print ``error: ...`` on one line and exit with status 2, never a traceback).
 """
 import json
