@@ -30,7 +30,7 @@ notebook-outputs: $(VENV)/.installed
 # in benchmarks/results/, the shipped models and ../shared/data; the same bytes every time.
 figures: $(VENV)/.installed
 	$(PY) scripts/figures.py
-	$(PY) benchmarks/update_readme.py --speed
+	$(PY) scripts/update_readme.py --speed
 
 bench: $(VENV)/.installed
 	$(PY) -m srcnn_theano bench --json

@@ -30,7 +30,7 @@ def _load(name, path):
 
 
 figures = _load("figures_script", os.path.join(REPO, "scripts", "figures.py"))
-update_readme = _load("update_readme_script", os.path.join(REPO, "benchmarks", "update_readme.py"))
+update_readme = _load("update_readme_script", os.path.join(REPO, "scripts", "update_readme.py"))
 
 
 def pixels(png):

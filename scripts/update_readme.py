@@ -1,7 +1,7 @@
 """Regenerate the result and speed tables of README.md and docs/ from stored or fresh numbers.
 
-    python benchmarks/update_readme.py [--data ../shared/data]    # runs the benchmark
-    python benchmarks/update_readme.py --speed                    # only the speed tables
+    python scripts/update_readme.py [--data ../shared/data]    # runs the benchmark
+    python scripts/update_readme.py --speed                    # only the speed tables
 
 Without ``--speed``: runs ``python -m srcnn_theano benchmark`` on Set5, Set14
 and the seven photographs bundled with scikit-image, which no model here was
@@ -16,6 +16,9 @@ of README.md (the short table) and docs/speed.md (the full one) with the
 tables of ``benchmarks/results/speed.json``
 (:func:`srcnn_theano.apps.tables.speed_markdown`). Nothing in these tables
 is typed.
+
+:func:`splice` and :func:`rewrite` are the one way a generated block goes into a page
+(``scripts/protocol_table.py`` uses them too).
 """
 import argparse
 import os
@@ -30,7 +33,7 @@ sys.path.insert(0, REPO)
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 README = os.path.join(REPO, "README.md")
 SPEED_DOC = os.path.join(REPO, "docs", "speed.md")
-COMMAND = "python benchmarks/update_readme.py"
+COMMAND = "python scripts/update_readme.py"
 
 
 def skimage_photos(folder):
@@ -57,7 +60,8 @@ def benchmark(out, data, *extra):
 
 
 def splice(text, marker, block, path="README.md"):
-    """``text`` with what lies between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` replaced."""
+    """``text`` with what lies between ``<!-- marker:start -->`` and ``<!-- marker:end -->``
+    replaced by ``block``; exits naming ``path`` when the page has no such marker."""
     if f"<!-- {marker}:start -->" not in text:
         raise SystemExit(f"{path} has no <!-- {marker}:start --> marker")
     new = f"<!-- {marker}:start -->\n{block}\n<!-- {marker}:end -->"
@@ -75,6 +79,7 @@ def speed_blocks():
 
 
 def rewrite(path, edit):
+    """Replace the file ``path`` by ``edit(its text)``, atomically, when that differs."""
     from srcnn_theano.files import atomic_write_bytes
 
     with open(path) as f:
