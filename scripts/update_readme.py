@@ -3,7 +3,7 @@
     python scripts/update_readme.py [--data ../shared/data]    # runs the benchmark
     python scripts/update_readme.py --speed                    # only the speed tables
 
-Without ``--speed``: runs ``python -m srcnn_theano benchmark`` on Set5, Set14
+Without ``--speed``: runs ``python -m srcnn_theano psnr-table`` on Set5, Set14
 and the seven photographs bundled with scikit-image, which no model here was
 trained on (bicubic, the authors' released models, the shipped models), into
 ``benchmarks/results/`` (``benchmark.md``, ``.csv``, ``.tex``, ``.png``,
@@ -50,7 +50,7 @@ def skimage_photos(folder):
 
 def benchmark(out, data, *extra):
     with tempfile.TemporaryDirectory() as photos:
-        cmd = [sys.executable, "-m", "srcnn_theano", "benchmark", "--data",
+        cmd = [sys.executable, "-m", "srcnn_theano", "psnr-table", "--data",
                os.path.join(data, "Set5"), os.path.join(data, "Set14"), skimage_photos(photos),
                "--out", out, "--force", *extra]  # regenerated tables replace the last run's
         print("$", " ".join(cmd), file=sys.stderr)
@@ -97,7 +97,7 @@ def main():
     if not args.speed:
         models = os.path.join(args.data, "SRCNN_v1", "model")
         table = benchmark(RESULTS, args.data, "--authors-models", models)
-        block = (f"{table}\n\nProduced by `{COMMAND}` (which runs `python -m srcnn_theano benchmark "
+        block = (f"{table}\n\nProduced by `{COMMAND}` (which runs `python -m srcnn_theano psnr-table "
                  f"--data Set5 Set14 skimage --authors-models SRCNN_v1/model --out benchmarks/results`).")
         rewrite(README, lambda text: splice(text, "benchmark", block))
     short, full = speed_blocks()
