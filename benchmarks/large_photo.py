@@ -18,7 +18,7 @@ Three fresh processes, run in turn (A B C C B A ..., after one warm-up each):
              with OpenBLAS's defaults.
 
 Reported: medians, the median of the per-run ratios command / network (the
-network's time: the faster of its two settings in that run; the issue's
+network's time: the faster of its two settings in that run; the
 target: at most 1.3) and the command's peak RSS (target: at most 600 MiB).
 ``--breakdown`` adds one in-process run of the command's steps (start-up,
 read, the bands computed and handed to the PNG writer, the network's share
