@@ -4,8 +4,8 @@
   one project module by another, at module level or inside a function,
   counts. :data:`LAYERS` is the order of docs/architecture.md; a module
   imports only from its own layer or the layers before it.
-* Each package's docstring is its map: one line per module it holds, naming
-  every module and nothing else.
+* Each package's docstring (the library's and ``gpu_setup``'s) is its map: one
+  line per module it holds, naming every module and nothing else.
 """
 import ast
 import os
@@ -144,13 +144,18 @@ def test_imports_go_one_way():
 # Package maps
 # --------------------------------------------------------------------------
 
+def all_modules():
+    """The library's modules and those of ``gpu_setup/`` (the GPU tooling, also a package)."""
+    return {**package_modules(), **package_modules(os.path.join(REPO, "gpu_setup"), "gpu_setup")}
+
+
 def packages():
-    return sorted(m for m, p in package_modules().items() if p.endswith("__init__.py"))
+    return sorted(m for m, p in all_modules().items() if p.endswith("__init__.py"))
 
 
 def children(package):
     """The modules and subpackages directly inside ``package``."""
-    root = os.path.dirname(package_modules()[package])
+    root = os.path.dirname(all_modules()[package])
     names = {f[:-3] for f in os.listdir(root) if f.endswith(".py") and f != "__init__.py"}
     names |= {d for d in os.listdir(root) if os.path.exists(os.path.join(root, d, "__init__.py"))}
     return names
@@ -178,7 +183,7 @@ def named_in_map(docstring):
 
 @pytest.mark.parametrize("package", packages())
 def test_package_docstring_maps_exactly_its_modules(package):
-    path = package_modules()[package]
+    path = all_modules()[package]
     doc = ast.get_docstring(ast.parse(open(path).read())) or ""
     named, present = named_in_map(doc), children(package)
     assert named, f"{package}: no map (a 'Modules::' block, one line a module) in its docstring"
