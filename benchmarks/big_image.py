@@ -17,12 +17,10 @@ input is a smooth synthetic image (content does not change the speed).
 """
 import argparse
 import json
-import os
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+from common import REPO, child_env
 
 _CHILD = r"""
 import json, resource, sys, time
@@ -87,9 +85,7 @@ print(json.dumps(dict(cfg, run_s=round(run_s, 2), compile_s=round(compile_s, 2),
 
 
 def measure(cfg, python=sys.executable):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    res = subprocess.run([python, "-c", _CHILD, json.dumps(cfg)], env=env, cwd=REPO,
+    res = subprocess.run([python, "-c", _CHILD, json.dumps(cfg)], env=child_env(), cwd=REPO,
                          capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(res.stderr[-3000:])

@@ -18,7 +18,7 @@ Three fresh processes, run in turn (A B C C B A ..., after one warm-up each):
              with OpenBLAS's defaults.
 
 Reported: medians, the median of the per-run ratios command / network (the
-network's time: the faster of its two settings in that run; the issue's
+network's time: the faster of its two settings in that run; the
 target: at most 1.3) and the command's peak RSS (target: at most 600 MiB).
 ``--breakdown`` adds one in-process run of the command's steps (start-up,
 read, the bands computed and handed to the PNG writer, the network's share
@@ -40,8 +40,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+from common import REPO, child_env
 
 _NETWORK = r"""
 import json, sys, time
@@ -141,7 +140,7 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="srcnn_large_")
     photo = make_photo(os.path.join(tmp, "photo4000x3000.jpg"))
     out_png = os.path.join(tmp, "out.png")
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     cmds = {"command": [sys.executable, "-m", "srcnn_theano", "upscale", "--scale", "2", photo,
                         "-o", out_png, "--force"],
             "network": [sys.executable, "-c", _NETWORK, "6000", "8000", "upscale"],

@@ -38,11 +38,7 @@ import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-from timed_run import run_timed  # noqa: E402
-sys.path.insert(0, REPO)
+from common import REPO, child_env, run_timed
 
 IMAGENET_IMAGES = 395_909   # the paper's ImageNet training set (ILSVRC 2013 detection train)
 
@@ -83,11 +79,6 @@ def _subset(folder, count):
     return sub
 
 
-def _run_timed(cmd, env=None):
-    """Wall seconds and peak RSS (MiB) of one command."""
-    return run_timed(cmd, REPO, env)
-
-
 def _cli(images, output, workers, stride, scale):
     return [sys.executable, os.path.join(REPO, "data_prep", "generate_h5.py"), "--images", images,
             "--scale", str(scale), "--output", output, "--stride", str(stride), "--quiet",
@@ -117,7 +108,7 @@ def pairs(args):
     rss = {1: [], args.workers: []}
     try:
         for w in (1, args.workers):          # warm-up: page cache, Python's bytecode
-            _run_timed(_cli(images, out[w], w, args.stride, args.scale))
+            run_timed(_cli(images, out[w], w, args.stride, args.scale))
         for r in range(args.repeats):
             for w in ((1, args.workers) if r % 2 == 0 else (args.workers, 1)):
                 os.remove(out[w])      # not timed: deleting the previous run's file
@@ -125,7 +116,7 @@ def pairs(args):
                 # (GBs at the paper's stride) would throttle this run's writes, which a
                 # single run does not meet.
                 os.sync()
-                t, m = _run_timed(_cli(images, out[w], w, args.stride, args.scale))
+                t, m = run_timed(_cli(images, out[w], w, args.stride, args.scale))
                 times[w].append(t)
                 rss[w].append(m)
         same, n = _same_file(out[1], out[args.workers])
@@ -176,7 +167,7 @@ def course(args):
     output = os.path.join(tmp, "big.h5")
     cfg = dict(images_dir=images, output=output, scale=args.scale, stride=args.stride,
                workers=args.workers, images=args.images, every=max(1, args.images // 200))
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     load = os.getloadavg()[0]
     proc = subprocess.Popen([sys.executable, "-c", _COURSE_CHILD, json.dumps(cfg)], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, text=True)

@@ -25,11 +25,8 @@ import statistics
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-from compare_pytorch import _torch_python as torch_python  # noqa: E402
-from timed_run import run_timed  # noqa: E402
+from common import HERE, child_env, run_timed
+from compare_pytorch import _torch_python as torch_python
 
 
 def make_photo(path):
@@ -40,11 +37,6 @@ def make_photo(path):
     a = data.astronaut()
     Image.fromarray(np.concatenate([a, a[::-1][:88]], axis=0)).save(path)   # 512 wide, 600 high
     return path
-
-
-def run(cmd, env=None):
-    """Wall seconds and peak RSS (MiB) of one command."""
-    return run_timed(cmd, REPO, env)
 
 
 def _torch_python(requested):
@@ -71,15 +63,15 @@ def main(argv=None):
         "pytorch": [_torch_python(args.torch_python), os.path.join(HERE, "pytorch_photo.py"),
                     "--scale", str(args.scale), photo, "-o", os.path.join(tmp, "torch.png")],
     }
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     res = {k: [] for k in cmds}
     load = os.getloadavg()[0]
     try:
         for k in cmds:
-            run(cmds[k], env)                                # warm-up
+            run_timed(cmds[k], env=env)                                # warm-up
         for r in range(args.repeats):
             for k in (("srcnn", "pytorch") if r % 2 == 0 else ("pytorch", "srcnn")):
-                res[k].append(run(cmds[k], env))
+                res[k].append(run_timed(cmds[k], env=env))
         sizes = {k: os.path.getsize(c[c.index("-o") + 1]) for k, c in cmds.items()}
     finally:
         for n in os.listdir(tmp):

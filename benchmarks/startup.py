@@ -26,8 +26,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+from common import REPO, child_env
 
 PREDICT_ONCE = r"""
 import time
@@ -67,8 +66,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     tmp = tempfile.mkdtemp(prefix="srcnn_startup_")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env = child_env()
     flags = [f for f in (env.get("THEANO_FLAGS"),) if f]
     env["THEANO_FLAGS"] = ",".join(flags + [f"base_compiledir={os.path.join(tmp, 'theano')}"])
     results = {}
@@ -81,7 +79,6 @@ def main(argv=None):
             import numpy as np
             from PIL import Image
 
-            sys.path.insert(0, REPO)
             from srcnn_theano.network.weights import Weights, save  # numpy only, no Theano
 
             arch = dict(f1=9, f2=1, f3=5, n1=64, n2=32, channels=1)

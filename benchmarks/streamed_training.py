@@ -33,10 +33,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
-sys.path.insert(0, HERE)
+import common  # noqa: F401  (this checkout's srcnn_theano first on sys.path)
 
 
 def patch_file(folder, images):

@@ -6,8 +6,8 @@
 (:mod:`srcnn_theano.apps.plots`, :mod:`srcnn_theano.apps.figure`) from:
 
 * ``forest.png``: ``benchmarks/results/benchmark.csv``, written by
-  ``python -m srcnn_theano benchmark ... --out benchmarks/results``
-  (``python benchmarks/update_readme.py`` runs it);
+  ``python -m srcnn_theano psnr-table ... --out benchmarks/results``
+  (``python scripts/update_readme.py`` runs it);
 * ``training_curves.png``: the shipped models' provenance and
   ``srcnn_theano/pretrained/logs/``, with the authors' 9-1-5 (91 images)
   from ``benchmark.csv`` as the reference;

@@ -32,7 +32,7 @@ Memory allocator (glibc only): :func:`keep_freed_memory` raises malloc's
 mmap and trim thresholds, so that the large arrays Theano allocates and
 frees at every call (im2col buffers, activations: megabytes each) are
 recycled inside the process instead of being returned to the kernel and
-page-faulted in again next call; that was a fifth of a training step.
+page-faulted in again next call (a fifth of a training step otherwise).
 Memory the process freed stays counted in its RSS (the peak is unchanged).
 ``SRCNN_THEANO_MALLOPT=0`` in the environment turns it off.
 
@@ -43,11 +43,11 @@ import os
 import sys
 import types
 
-from srcnn_theano.blas import blas_ldflags
-
+from srcnn_theano import blas
 from srcnn_theano.allocator import keep_freed_memory
 
-__all__ = ["theano", "T", "lasagne", "theano_flags", "on_gpu"]
+__all__ = ["theano", "T", "lasagne", "theano_flags", "on_gpu", "blas_info"]
+
 
 def theano_flags(user_flags=None):
     """Our defaults followed by the user's flags (which therefore win).
@@ -61,7 +61,7 @@ def theano_flags(user_flags=None):
         user_flags = os.environ.get("THEANO_FLAGS", "")
     ours = ["floatX=float32"]
     if "blas__ldflags" not in user_flags and "blas.ldflags" not in user_flags:
-        ours.append("blas__ldflags=" + blas_ldflags())
+        ours.append("blas__ldflags=" + blas.blas_ldflags())
     return ",".join(ours + ([user_flags] if user_flags else []))
 
 
@@ -146,6 +146,12 @@ gpu_status = _gpu.configure(theano)
 def on_gpu():
     """True when Theano's device is a GPU (``device=cuda*``)."""
     return str(theano.config.device).startswith(("cuda", "gpu"))
+
+
+def blas_info():
+    """What BLAS Theano's ops call (:func:`srcnn_theano.blas.describe` of its
+    ``blas__ldflags``), as a short dict for benchmarks and bug reports."""
+    return blas.describe(theano.config.blas__ldflags)
 
 
 import lasagne  # noqa: E402

@@ -34,9 +34,9 @@ numpy's own wheel bundles OpenBLAS too, but with 64-bit integers and
 
 The choice is made once per machine, not once per process: compiling, running and
 timing the test programs (:func:`_links_with`, :func:`thin_sgemm_gflops`) is cached in
-``~/.cache/srcnn_theano/blas_ldflags.json`` (``$SRCNN_CACHE_DIR`` or
-``$XDG_CACHE_HOME/srcnn_theano`` when set), written atomically
-(a temporary file in the same folder, then ``os.replace``). The cached
+``blas_ldflags.json`` in the project's cache folder
+(:func:`srcnn_theano.files.cache_dir`), written atomically
+(:func:`srcnn_theano.files.atomic_write_bytes`). The cached
 answer is used only while its key (:func:`_probe_key`) still holds: the
 version of the probe (:data:`PROBE_VERSION`), the compiler (``$CC``, its
 resolved path, size and modification time), each candidate library above
@@ -61,7 +61,7 @@ import sys
 import tempfile
 
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.files import atomic_write_bytes
+from srcnn_theano.files import atomic_write_bytes, cache_dir
 
 #: Bumped whenever what :func:`blas_ldflags` probes, or how, changes: a cached
 #: answer of another version is probed again.
@@ -312,9 +312,7 @@ def _probe_blas_ldflags():
 
 def _cache_path():
     """Where :func:`blas_ldflags` keeps its answer (see the module docstring)."""
-    root = os.environ.get("SRCNN_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "srcnn_theano")
-    return os.path.join(root, "blas_ldflags.json")
+    return cache_dir("blas_ldflags.json")
 
 
 def _file_key(path):
@@ -398,17 +396,14 @@ def blas_ldflags():
     return flags
 
 
-def blas_info(ldflags=None):
-    """What BLAS Theano's ops call, as a short dict (for benchmarks and bug reports).
+def describe(ldflags):
+    """What BLAS a ``blas__ldflags`` value links, as a short dict (for benchmarks and
+    bug reports); :func:`srcnn_theano.backend.blas_info` describes Theano's own.
 
     ``library``: ``'scipy-openblas32'``, ``'scipy-bundled-openblas'``, ``'mkl'``,
     ``'system-openblas'``, ``'numpy-c-api'`` or ``'custom'``; ``ldflags``;
     ``path`` when known; ``symbol_prefix`` (``'scipy_'`` or ``''``).
     """
-    if ldflags is None:
-        from srcnn_theano.backend import theano
-
-        ldflags = theano.config.blas__ldflags
     info = {"ldflags": ldflags, "symbol_prefix": ""}
     bundled = bundled_openblas()
     pypi = pypi_openblas()

@@ -1,7 +1,7 @@
 """Command line: ``python -m srcnn_theano`` / ``srcnn-theano``.
 
 A thin layer over the library: argument parsing, then one library call per
-sub-command, run by :func:`srcnn_theano.errors.run_command` (user errors
+sub-command, run by :func:`srcnn_theano.commandline.run_command` (user errors
 print ``error: ...`` on one line and exit with status 2, never a traceback).
 """
 import json
@@ -207,8 +207,9 @@ def build_parser():
                     help="replace existing outputs (never an input: that is always refused)")
     up.set_defaults(func=_cmd_upscale)
 
-    bm = sub.add_parser("benchmark", help="the researcher's table: bicubic, every authors' model, "
-                                          "ours, other methods, with bootstrap intervals")
+    bm = sub.add_parser("psnr-table", aliases=["benchmark"],
+                        help="the researcher's table: PSNR/SSIM of bicubic, every authors' model, "
+                             "ours, other methods, with bootstrap intervals (alias: benchmark)")
     bm.add_argument("--data", required=True, nargs="+",
                     help="sets (a folder of HR images, or the SelfExSR or EDSR layout), or folders "
                          "of sets")
@@ -260,11 +261,12 @@ def build_parser():
     ex.set_defaults(func=_cmd_export)
 
     from srcnn_theano.apps.speed import add_arguments as _bench_arguments
-    bn = sub.add_parser("bench", help="speed: predict on one SIZE x SIZE image and one training "
-                                      "step (medians; --json prints one JSON line last)")
+    bn = sub.add_parser("speed", aliases=["bench"],
+                        help="timings: predict on one SIZE x SIZE image and one training step "
+                             "(medians; --json prints one JSON line last) (alias: bench)")
     _bench_arguments(bn)
     bn.set_defaults(func=_cmd_bench)
-    for command in sub.choices.values():
+    for command in {id(p): p for p in sub.choices.values()}.values():  # an alias shares its parser
         add_pixel_limit_option(command)
     return parser
 

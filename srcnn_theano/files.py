@@ -33,6 +33,10 @@ One home for these ideas:
   folder that only one may write at a time (a training's run folder).
 * **File hashes.** :func:`sha256_file` identifies training images, patch
   files and initial weights in provenance records.
+* **The cache folder.** :func:`cache_dir` is where the project keeps what
+  it works out once per machine (the BLAS choice, compiled functions, the
+  GPU environment's library links): ``~/.cache/srcnn_theano``,
+  ``$SRCNN_CACHE_DIR`` or ``$XDG_CACHE_HOME/srcnn_theano`` when set.
 """
 import contextlib
 import errno
@@ -51,6 +55,17 @@ LOCK_NAME = ".lock"   #: the lock file :func:`hold_folder` keeps in a folder
 #: filesystems): :func:`publish` falls back to an exclusive create of the final name.
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.ENOSYS,
                   errno.EMLINK}
+
+
+def cache_dir(*parts):
+    """The project's cache folder, or a path inside it (not created here).
+
+    ``$SRCNN_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/srcnn_theano``,
+    else ``~/.cache/srcnn_theano``; ``parts`` are joined onto it.
+    """
+    root = os.environ.get("SRCNN_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "srcnn_theano")
+    return os.path.join(root, *parts)
 
 
 def new_file_mode():

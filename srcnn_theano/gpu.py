@@ -13,7 +13,7 @@ after: nothing on the CPU; on a GPU the patch, and a one-line warning when
 convolutions fall back to GpuCorrMM (cuBLAS). :func:`flags_for`: the
 ``THEANO_FLAGS`` we recommend. See docs/gpu.md. The environment of a GPU
 process (library links, Debian's pygpu, ``LD_LIBRARY_PATH``) is built by
-``python benchmarks/gpu_env.py env``. This module imports neither Theano nor
+``python -m gpu_setup.env env``. This module imports neither Theano nor
 numpy at import time (the backend imports it before Theano).
 """
 import collections
@@ -399,7 +399,7 @@ def flags_for(device="cuda", links=None, *, conv_algo="guess_on_shape_change",
     """The ``THEANO_FLAGS`` we recommend for ``device`` (``cpu``, ``cuda``, ``cudaN``;
     ``gpuN`` means ``cudaN``), as a string.
 
-    ``links`` says where cuDNN is: ``benchmarks/gpu_env.py``'s ``LibraryLinks``,
+    ``links`` says where cuDNN is: ``gpu_setup/env.py``'s ``LibraryLinks``,
     or any object with ``cudnn_usable``, ``cudnn_include``, ``cuda_include``
     and ``lib_dir``. Without it, or not ``cudnn_usable``: ``dnn__enabled=False``
     (GpuCorrMM); with it, ``dnn__enabled=auto`` (Theano's check decides and

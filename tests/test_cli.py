@@ -162,3 +162,20 @@ def test_evaluate_a_selfexsr_set_with_its_lr_files_and_save_dir(tmp_path):
     Image.fromarray(lr[:11]).save(root / "image_SRF_3" / "img_001_SRF_3_LR.png")
     assert_one_line_error(run_cli("evaluate", "--scale", "3", "--lr", str(root), str(root)),
                           "img_001_SRF_3_LR.png is 11x12")
+
+
+@pytest.mark.parametrize("name, alias, args", [("speed", "bench", ["--size", "40"]),
+                                               ("psnr-table", "benchmark", ["--data", "x"])])
+def test_renamed_commands_keep_their_old_names(name, alias, args, capsys):
+    """``speed`` and ``psnr-table`` answer to their old names, ``bench`` and ``benchmark``,
+    with the same options, and ``--help`` says so."""
+    from srcnn_theano.cli import build_parser
+
+    parser = build_parser()
+    new, old = parser.parse_args([name, *args]), parser.parse_args([alias, *args])
+    assert new.func is old.func
+    assert {k: v for k, v in vars(new).items() if k != "command"} == \
+        {k: v for k, v in vars(old).items() if k != "command"}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    assert f"(alias: {alias})" in " ".join(capsys.readouterr().out.split())

@@ -1,7 +1,7 @@
-"""What a new process no longer rebuilds (srcnn_theano.network.cache).
+"""What a new process does not rebuild (srcnn_theano.network.cache).
 
 * Theano's compiled modules of ``DimShuffle`` and ``Dot22`` get the same,
-  versioned cache key in every process (they were recompiled in each);
+  versioned cache key in every process, so Theano's module cache finds them;
 * the compiled predict function is pickled with its model and reused, and
   computes what a freshly compiled one does;
 * a corrupt file, or one that others could have written, is never unpickled.

@@ -1,13 +1,12 @@
-"""The GPU environment tooling (benchmarks/gpu_env.py), tested without a GPU.
+"""The GPU environment tooling (gpu_setup/env.py), tested without a GPU.
 
 * Library discovery (search folders, the soname chosen, cuDNN header and file
   versions) and the folder of unversioned links, with fake versioned files,
   and with a real shared library that the linker and loader find through it.
 * The environment (``gpu_environment``, ``shell_exports``), the restart with it
   (``reexec_with_gpu_env``), Debian's pygpu unpacked from ``.deb`` files, and
-  the command line (``python benchmarks/gpu_env.py env|links|fetch-gpuarray``).
+  the command line (``python -m gpu_setup.env env|links|fetch-gpuarray``).
 """
-import importlib.util
 import os
 import re
 import shutil
@@ -16,24 +15,13 @@ import sys
 
 import pytest
 
+from gpu_setup import env as gpu_env
 from srcnn_theano import gpu
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GPU_ENV = os.path.join(ROOT, "benchmarks", "gpu_env.py")
+#: The command line, run from the repository's root (cwd=ROOT).
+GPU_ENV = ["-m", "gpu_setup.env"]
 CXX = shutil.which("g++") or shutil.which("c++")
-
-
-def _load_gpu_env():
-    """benchmarks/gpu_env.py (not a package), as the module ``gpu_env``."""
-    if "gpu_env" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("gpu_env", GPU_ENV)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["gpu_env"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["gpu_env"]
-
-
-gpu_env = _load_gpu_env()
 
 
 def _links(tmp_path, cudnn_version=91300, lib_name="libcudnn.so.9"):
@@ -55,9 +43,10 @@ def _links(tmp_path, cudnn_version=91300, lib_name="libcudnn.so.9"):
 
 
 def test_importing_the_tooling_imports_neither_theano_nor_numpy():
-    code = (f"import runpy, sys; runpy.run_path({GPU_ENV!r}); "
+    code = ("import sys, gpu_setup.env; "
             "print('theano' in sys.modules, 'numpy' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
 
@@ -199,11 +188,11 @@ def test_links_let_the_linker_and_loader_find_versioned_only_libraries(tmp_path)
 def test_command_line_prints_exports(tmp_path):
     driver, sp = _fake_cuda_install(tmp_path)
     env = dict(os.environ, SRCNN_CACHE_DIR=str(tmp_path / "cache"))
-    env.pop("PYTHONPATH", None)  # the script finds srcnn_theano beside it
+    env.pop("PYTHONPATH", None)  # from the repository's root, gpu_setup and srcnn_theano import
     env.pop("THEANO_FLAGS", None)
-    out = subprocess.run([sys.executable, GPU_ENV, "env", "--search", str(driver),
+    out = subprocess.run([sys.executable, *GPU_ENV, "env", "--search", str(driver),
                           "--search", str(sp), "--links-dir", str(tmp_path / "links")],
-                         env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+                         env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     exports = dict(re.findall(r"^export (\w+)=(.*)$", out.stdout, re.M))
     assert exports["SRCNN_GPU_ENV"] == "1"
@@ -218,8 +207,7 @@ def test_reexec_restarts_the_program_with_the_environment(tmp_path):
     script = tmp_path / "prog.py"
     script.write_text(
         "import os, sys\n"
-        f"sys.path.insert(0, {os.path.dirname(GPU_ENV)!r})\n"
-        "import gpu_env\n"
+        "from gpu_setup import env as gpu_env\n"
         "print('start', os.environ.get('SRCNN_GPU_ENV'), flush=True)\n"
         f"gpu_env.reexec_with_gpu_env(links_dir={str(tmp_path / 'links')!r}, "
         f"search_roots=[{str(driver)!r}, {str(sp)!r}])\n"
@@ -227,6 +215,7 @@ def test_reexec_restarts_the_program_with_the_environment(tmp_path):
         "      os.environ['THEANO_FLAGS'].split(',')[0], sys.argv[1:])\n")
     env = {k: v for k, v in os.environ.items() if k not in ("SRCNN_GPU_ENV", "THEANO_FLAGS")}
     env["SRCNN_CACHE_DIR"] = str(tmp_path / "cache")
+    env["PYTHONPATH"] = ROOT  # gpu_setup, a folder of the checkout
     out = subprocess.run([sys.executable, str(script), "a", "b c"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -276,12 +265,12 @@ def test_debian_packages_are_unpacked_where_find_gpuarray_prefix_looks(tmp_path,
     # The command line: fetch-gpuarray, then env exports pygpu's folder.
     env = dict(os.environ, SRCNN_CACHE_DIR=str(tmp_path / "cache"))
     env.pop("SRCNN_GPUARRAY_PREFIX")
-    out = subprocess.run([sys.executable, GPU_ENV, "fetch-gpuarray", str(tmp_path / "p3"), "--debs",
-                          str(debs)], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, *GPU_ENV, "fetch-gpuarray", str(tmp_path / "p3"), "--debs",
+                          str(debs)], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip() == str(tmp_path / "p3"), out.stderr
-    out = subprocess.run([sys.executable, GPU_ENV, "env", "--links-dir", str(tmp_path / "links"),
+    out = subprocess.run([sys.executable, *GPU_ENV, "env", "--links-dir", str(tmp_path / "links"),
                           "--gpuarray-prefix", str(tmp_path / "p3")], env=env, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert (f"export PYTHONPATH={tmp_path / 'p3' / 'usr/lib/python3/dist-packages'}"
             in out.stdout)
@@ -290,14 +279,14 @@ def test_debian_packages_are_unpacked_where_find_gpuarray_prefix_looks(tmp_path,
 def test_links_command_lists_links_and_fails_when_libraries_are_missing(tmp_path):
     driver, sp = _fake_cuda_install(tmp_path)
     env = dict(os.environ, SRCNN_CACHE_DIR=str(tmp_path / "cache"))
-    args = [sys.executable, GPU_ENV, "links", "--links-dir", str(tmp_path / "links"),
+    args = [sys.executable, *GPU_ENV, "links", "--links-dir", str(tmp_path / "links"),
             "--search", str(driver), "--search", str(sp)]
-    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert f"{tmp_path / 'links' / 'libcudnn.so'} -> {sp / 'nvidia/cudnn/lib/libcudnn.so.9'}" in (
         out.stdout.splitlines())
     # Without the driver's folder (and none on this machine), libcuda is missing.
     if gpu_env.find_library("cuda", gpu_env.default_search_dirs()) is None:
         out = subprocess.run(args[:-4] + ["--search", str(sp)], env=env, capture_output=True,
-                             text=True, timeout=120)
+                             text=True, timeout=120, cwd=ROOT)
         assert out.returncode == 1 and "# not found: libcuda.so" in out.stderr

@@ -10,7 +10,7 @@
 * configure(): the fallback warning when cuDNN is unusable, the version check.
 * flags_for() and the backend's handling of the flags.
 
-The tooling that builds a GPU process's environment (benchmarks/gpu_env.py:
+The tooling that builds a GPU process's environment (gpu_setup/env.py:
 library links, Debian's pygpu, the command line) is tested in test_gpu_env.py;
 the tests here use it to link the generated modules. Whatever a test patches
 in Theano's cuDNN module (patch_theano_dnn, configure) is undone after it
@@ -31,7 +31,6 @@ Without network they are skipped, except under ``CI=true`` where they fail.
 """
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import pickle
@@ -45,24 +44,14 @@ import zipfile
 
 import pytest
 
+from gpu_setup import env as gpu_env
 from srcnn_theano import gpu
 from srcnn_theano.backend import theano, theano_flags
+from srcnn_theano.files import cache_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load_gpu_env():
-    """benchmarks/gpu_env.py (not a package), as the module ``gpu_env``."""
-    if "gpu_env" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "gpu_env", os.path.join(ROOT, "benchmarks", "gpu_env.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["gpu_env"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["gpu_env"]
-
-
-gpu_env = _load_gpu_env()
 THEANO_C_CODE = os.path.join(os.path.dirname(theano.__file__), "gpuarray", "c_code")
 CONV_OPS = ("GpuDnnConv", "GpuDnnConvGradI", "GpuDnnConvGradW")
 CONV_FILES = {"dnn_fwd.c": "cudnnGetConvolutionForwardAlgorithm",
@@ -422,9 +411,7 @@ def test_theano_parses_the_recommended_flags_through_the_backend(tmp_path):
 # ---------------------------------------------------------------- registry files
 
 def _deps_dir():
-    root = os.environ.get("SRCNN_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "srcnn_theano")
-    return os.path.join(root, "test-deps")
+    return cache_dir("test-deps")
 
 
 def _pip_download(name, version, dest):

@@ -97,7 +97,7 @@ def blas_runtime():
     """Core type (OpenBLAS) or version (MKL) and thread count of the BLAS Theano links."""
     import ctypes
 
-    from srcnn_theano.blas import blas_info
+    from srcnn_theano.backend import blas_info
 
     info = blas_info()
     path = info.get("path")
@@ -246,7 +246,7 @@ def environment():
     import numpy as np
 
     from srcnn_theano.backend import theano
-    from srcnn_theano.blas import blas_info
+    from srcnn_theano.backend import blas_info
 
     env = {"theano": theano.__version__, "numpy": np.__version__,
            "python": platform.python_version(), "blas": blas_info(),

@@ -1,15 +1,15 @@
 """What Theano would otherwise redo in every new process, done once and kept on disk.
 
-A fresh ``upscale`` or ``evaluate`` process used to spend most of its
-start-up rebuilding things that do not change between processes:
+Most of a fresh ``upscale`` or ``evaluate`` process's start-up would go to
+rebuilding things that do not change between processes:
 
-* **Two ops that never hit Theano's module cache.** Theano-PyMC 1.1.2 keys
+* **Two ops that Theano's module cache would miss.** Theano-PyMC 1.1.2 keys
   each compiled C module by the versions of its ops, but ``DimShuffle``
   (every ``ExternalCOp``) puts Python's ``hash()`` of its C source in its
   version, and ``hash()`` of a string changes in every process
   (``PYTHONHASHSEED``); ``Dot22`` (and ``Dot22Scalar``) have empty
-  ``__props__``, which Theano reads as "unversioned". Both were compiled
-  again in every process (about 0.9 s). :func:`fix_cache_keys` gives
+  ``__props__``, which Theano reads as "unversioned". Left alone, both are
+  compiled again in every process (about 0.9 s). :func:`fix_cache_keys` gives
   ``ExternalCOp`` a sha256 of its source instead, and the two products a
   props tuple that counts as versioned
   (it compares, hashes and pickles as the empty tuple, so equality of ops
@@ -24,10 +24,9 @@ start-up rebuilding things that do not change between processes:
   model (so that the model's shared weights are the function's) and a
   later process unpickles it.
 
-Where and how safely: files live in ``<cache>/functions/`` next to the BLAS
-probe's answer (``~/.cache/srcnn_theano``; ``$SRCNN_CACHE_DIR`` or
-``$XDG_CACHE_HOME/srcnn_theano`` when set), a folder created with mode
-0700. A pickle runs code when loaded, so one is read only from a folder and
+Where and how safely: files live in ``functions/`` of the project's cache
+folder (:func:`srcnn_theano.files.cache_dir`, next to the BLAS probe's
+answer), a folder created with mode 0700. A pickle runs code when loaded, so one is read only from a folder and
 file owned by the current user that nobody else can write to. Its name
 holds a sha256 of everything the pickled object depends on: the graph's
 parameters (architecture, padding, convolution implementation), the
@@ -52,10 +51,9 @@ import pickle
 import platform
 import sys
 
-from srcnn_theano import blas
 from srcnn_theano.backend import lasagne, on_gpu, theano
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.files import atomic_write_bytes
+from srcnn_theano.files import atomic_write_bytes, cache_dir
 
 #: Bumped whenever what is cached, or how its key is made, changes.
 CACHE_VERSION = 1
@@ -109,9 +107,9 @@ def fix_cache_keys():
 # Files
 # --------------------------------------------------------------------------
 
-def cache_dir():
-    """``<cache>/functions``: the folder of this module's files (not created here)."""
-    return os.path.join(os.path.dirname(blas._cache_path()), "functions")
+def functions_dir():
+    """``functions/`` in the project's cache folder: this module's files (not created here)."""
+    return cache_dir("functions")
 
 
 def _enabled():
@@ -214,7 +212,7 @@ def load_or_build(kind, params, build):
         last_source = "built"
         return build()
     prefix = f"{kind}-{_sha256(params)[:16]}-"
-    path = os.path.join(cache_dir(), prefix + _sha256([params, environment_key()]) + ".pkl")
+    path = os.path.join(functions_dir(), prefix + _sha256([params, environment_key()]) + ".pkl")
     data = _read_private(path)
     if data is not None:
         try:
@@ -277,7 +275,7 @@ def cached_march_flags():
     if not theano.config.cxx or GCC_compiler.march_flags is not None:
         return None
     key = _march_key()
-    path = os.path.join(cache_dir(), "march_flags.json")
+    path = os.path.join(functions_dir(), "march_flags.json")
     data = _read_private(path)
     if data is not None:
         try:
@@ -299,5 +297,5 @@ fix_cache_keys()
 if not on_gpu():
     try:
         cached_march_flags()
-    except Exception:  # noqa: BLE001 - Theano probes by itself later, as it always did
+    except Exception:  # noqa: BLE001 - then Theano runs its own probe when it compiles
         pass

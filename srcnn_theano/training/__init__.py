@@ -1,6 +1,11 @@
-"""Training: recipes (``config``), the run's data (``data``), checkpoints/logs/plots
-(``checkpoint``) and the loop with exact resume (``loop``). The demo is an
-application: :mod:`srcnn_theano.apps.demo`.
+"""Training runs. The demo is an application: :mod:`srcnn_theano.apps.demo`.
+
+Modules::
+
+    config      recipes: ``TrainConfig`` and the ``paper`` / ``fast`` presets
+    data        a run's patch file: cutting it, opening it against the config, its provenance
+    checkpoint  the run folder: ``TrainState``, ``last.npz``, logs, the curves plot
+    loop        ``train`` and ``resume``: epochs, validation, best model, Ctrl-C, divergence
 
 The names below are the training API, as the notebook and ``train.py`` use it::
 

@@ -1,6 +1,6 @@
 """Regenerate docs/protocols.md's table: one set of SR images, three ways of scoring them.
 
-    python benchmarks/protocol_table.py [--data ../shared/data] [--no-doc]
+    python scripts/protocol_table.py [--data ../shared/data] [--no-doc]
 
 Bicubic, the authors' 9-5-5 (ImageNet) model and the shipped models on Set5
 and Set14 at x2, x3 and x4, each image made once
@@ -17,11 +17,8 @@ is typed except the paper's column.
 """
 import argparse
 import os
-import re
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from update_readme import REPO, rewrite, splice  # the one splice of a generated block
 
 #: Dong et al., TPAMI 2015, Table 2 (PSNR, dB): SRCNN 9-5-5 (ImageNet) and bicubic.
 TPAMI = {
@@ -31,7 +28,7 @@ TPAMI = {
     ("Set14", "bicubic"): {2: 30.23, 3: 27.54, 4: 26.00},
 }
 METHODS = ("bicubic", "authors 9-5-5(ImageNet)", "ours 9-1-5 (T91)")
-COMMAND = "python benchmarks/protocol_table.py"
+COMMAND = "python scripts/protocol_table.py"
 OLD = "matlab, 2013 imresize"  #: the matlab protocol on images degraded with imresize's old border rule
 
 
@@ -81,13 +78,6 @@ def table(means):
     return "\n".join(lines)
 
 
-def splice(text, block):
-    new = f"<!-- protocols:start -->\n{block}\n\nProduced by `{COMMAND}`.\n<!-- protocols:end -->"
-    if "<!-- protocols:start -->" not in text:
-        raise SystemExit("docs/protocols.md has no <!-- protocols:start --> marker")
-    return re.sub(r"<!-- protocols:start -->.*?<!-- protocols:end -->", lambda _: new, text, flags=re.S)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data"))
@@ -100,10 +90,8 @@ def main():
     atomic_write_bytes(os.path.join(args.out, "protocol_table.md"), (block + "\n").encode())
     print(block)
     if not args.no_doc:
-        doc = os.path.join(REPO, "docs", "protocols.md")
-        with open(doc) as f:
-            text = f.read()
-        atomic_write_bytes(doc, splice(text, block).encode())
+        rewrite(os.path.join(REPO, "docs", "protocols.md"), lambda text: splice(
+            text, "protocols", f"{block}\n\nProduced by `{COMMAND}`.", "docs/protocols.md"))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Regenerate the result and speed tables of README.md and docs/ from stored or fresh numbers.
 
-    python benchmarks/update_readme.py [--data ../shared/data]    # runs the benchmark
-    python benchmarks/update_readme.py --speed                    # only the speed tables
+    python scripts/update_readme.py [--data ../shared/data]    # runs the benchmark
+    python scripts/update_readme.py --speed                    # only the speed tables
 
-Without ``--speed``: runs ``python -m srcnn_theano benchmark`` on Set5, Set14
+Without ``--speed``: runs ``python -m srcnn_theano psnr-table`` on Set5, Set14
 and the seven photographs bundled with scikit-image, which no model here was
 trained on (bicubic, the authors' released models, the shipped models), into
 ``benchmarks/results/`` (``benchmark.md``, ``.csv``, ``.tex``, ``.png``,
@@ -16,6 +16,9 @@ of README.md (the short table) and docs/speed.md (the full one) with the
 tables of ``benchmarks/results/speed.json``
 (:func:`srcnn_theano.apps.tables.speed_markdown`). Nothing in these tables
 is typed.
+
+:func:`splice` and :func:`rewrite` are the one way a generated block goes into a page
+(``scripts/protocol_table.py`` uses them too).
 """
 import argparse
 import os
@@ -30,7 +33,7 @@ sys.path.insert(0, REPO)
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 README = os.path.join(REPO, "README.md")
 SPEED_DOC = os.path.join(REPO, "docs", "speed.md")
-COMMAND = "python benchmarks/update_readme.py"
+COMMAND = "python scripts/update_readme.py"
 
 
 def skimage_photos(folder):
@@ -47,7 +50,7 @@ def skimage_photos(folder):
 
 def benchmark(out, data, *extra):
     with tempfile.TemporaryDirectory() as photos:
-        cmd = [sys.executable, "-m", "srcnn_theano", "benchmark", "--data",
+        cmd = [sys.executable, "-m", "srcnn_theano", "psnr-table", "--data",
                os.path.join(data, "Set5"), os.path.join(data, "Set14"), skimage_photos(photos),
                "--out", out, "--force", *extra]  # regenerated tables replace the last run's
         print("$", " ".join(cmd), file=sys.stderr)
@@ -57,7 +60,8 @@ def benchmark(out, data, *extra):
 
 
 def splice(text, marker, block, path="README.md"):
-    """``text`` with what lies between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` replaced."""
+    """``text`` with what lies between ``<!-- marker:start -->`` and ``<!-- marker:end -->``
+    replaced by ``block``; exits naming ``path`` when the page has no such marker."""
     if f"<!-- {marker}:start -->" not in text:
         raise SystemExit(f"{path} has no <!-- {marker}:start --> marker")
     new = f"<!-- {marker}:start -->\n{block}\n<!-- {marker}:end -->"
@@ -75,6 +79,7 @@ def speed_blocks():
 
 
 def rewrite(path, edit):
+    """Replace the file ``path`` by ``edit(its text)``, atomically, when that differs."""
     from srcnn_theano.files import atomic_write_bytes
 
     with open(path) as f:
@@ -92,7 +97,7 @@ def main():
     if not args.speed:
         models = os.path.join(args.data, "SRCNN_v1", "model")
         table = benchmark(RESULTS, args.data, "--authors-models", models)
-        block = (f"{table}\n\nProduced by `{COMMAND}` (which runs `python -m srcnn_theano benchmark "
+        block = (f"{table}\n\nProduced by `{COMMAND}` (which runs `python -m srcnn_theano psnr-table "
                  f"--data Set5 Set14 skimage --authors-models SRCNN_v1/model --out benchmarks/results`).")
         rewrite(README, lambda text: splice(text, "benchmark", block))
     short, full = speed_blocks()

@@ -1,8 +1,8 @@
 """SRCNN on the GPU against the CPU: same results, and how much faster.
 
-Run by ``benchmarks/gpu_check.sh run`` on a GPU machine, with Python 3.11,
+Run by ``gpu_setup/check.sh run`` on a GPU machine, with Python 3.11,
 numpy 1.23.5, Theano-PyMC, Lasagne and pygpu importable and the environment
-of ``python benchmarks/gpu_env.py env`` in force. It never imports Theano
+of ``python -m gpu_setup.env env`` in force. It never imports Theano
 itself: each configuration runs in a child process (Theano's device is fixed
 when it is imported)::
 
@@ -32,8 +32,8 @@ so that timings do not disturb each other.
 
 Usage::
 
-    python benchmarks/gpu_check.py orchestrate --out DIR [--deadline EPOCH] [--configs a,b]
-    python benchmarks/gpu_check.py child NAME WORKDIR      # internal
+    python -m gpu_setup.check orchestrate --out DIR [--deadline EPOCH] [--configs a,b]
+    python -m gpu_setup.check child NAME WORKDIR      # internal
 """
 import argparse
 import importlib
@@ -46,9 +46,6 @@ import time
 import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _path in (ROOT, os.path.join(ROOT, "benchmarks")):  # srcnn_theano; gpu_env.py
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
 
 #: name -> (device, implementation, CPU reference it is compared with)
 CONFIGS = {
@@ -322,7 +319,7 @@ def _compare(work, name, reference):
 
 def orchestrate(out_dir, deadline, configs=CONFIGS):
     _import_package()
-    import gpu_env  # benchmarks/gpu_env.py, beside this file
+    from gpu_setup import env as gpu_env
     from srcnn_theano import gpu
 
     started = time.time()
@@ -374,7 +371,7 @@ def orchestrate(out_dir, deadline, configs=CONFIGS):
             if os.path.exists(path):
                 os.remove(path)
         logs[name] = open(os.path.join(work, f"{name}.log"), "w")
-        procs[name] = subprocess.Popen([sys.executable, os.path.abspath(__file__), "child", name,
+        procs[name] = subprocess.Popen([sys.executable, "-m", "gpu_setup.check", "child", name,
                                         work], env=env, stdout=logs[name],
                                        stderr=subprocess.STDOUT, cwd=ROOT)
         print(f"[gpu_check] started {name}: THEANO_FLAGS={env['THEANO_FLAGS']}", flush=True)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SRCNN on an NVIDIA GPU (Theano-PyMC's gpuarray backend, cuDNN 9) against the CPU.
 #
-#   bash benchmarks/gpu_check.sh prepare   # here: a machine with PyPI and Debian's packages
-#   bash benchmarks/gpu_check.sh run       # there: the GPU machine, with .gpu_bundle/ carried
+#   bash gpu_setup/check.sh prepare   # here: a machine with PyPI and Debian's packages
+#   bash gpu_setup/check.sh run       # there: the GPU machine, with .gpu_bundle/ carried
 #
 # Theano-PyMC 1.1.2 needs Python 3.11 and numpy 1.23.5; a current GPU machine
 # has Python 3.12 and numpy 2, and may reach no package registry at all. So
@@ -20,8 +20,8 @@
 #   pygpu:         the bundle's .debs | apt-get download | `import pygpu` already works
 #   CUDA libraries: found on the machine (driver, /usr/local/cuda, NVIDIA's pip wheels of
 #                  any Python, e.g. PyTorch's) | pip download of nvidia-*-cu12 wheels
-# then links them under unversioned names (python benchmarks/gpu_env.py env), starts
-# the GPU once with pygpu, and runs benchmarks/gpu_check.py: predict and a short
+# then links them under unversioned names (python -m gpu_setup.env env), starts
+# the GPU once with pygpu, and runs gpu_setup/check.py: predict and a short
 # training on cuda (cuDNN), cuda (GpuCorrMM) and cpu, compared and timed.
 #
 # Output ($OUT, else ./gpu_check_out): gpu_check.json (result), gpu_check.log,
@@ -94,7 +94,7 @@ EOF
   if [ -d "$ROOT/.git" ] && ! grep -qx "/.gpu_bundle/" "$exclude" 2>/dev/null; then
     mkdir -p "$(dirname "$exclude")"; echo "/.gpu_bundle/" >> "$exclude"
   fi
-  echo "prepare: done. On the GPU machine: bash benchmarks/gpu_check.sh run  (carry .gpu_bundle)"
+  echo "prepare: done. On the GPU machine: bash gpu_setup/check.sh run  (carry .gpu_bundle)"
 }
 
 # ------------------------------------------------------------------ run
@@ -200,7 +200,7 @@ setup_python() {
      && /usr/bin/python3.11 -c "$v" >/dev/null 2>&1; then
     PY=/usr/bin/python3.11; record python ok "apt-get install python3.11" "$PY"; return 0
   fi
-  record python failed "" "no Python 3.11: carry .gpu_bundle (bash benchmarks/gpu_check.sh prepare), or set SRCNN_PY311"
+  record python failed "" "no Python 3.11: carry .gpu_bundle (bash gpu_setup/check.sh prepare), or set SRCNN_PY311"
   return 1
 }
 
@@ -249,7 +249,7 @@ setup_pygpu() {
 setup_cuda_libs() {
   local env_args=(--links-dir "$WORK/links")
   [ -n "${GPUARRAY_PREFIX:-}" ] && env_args+=(--gpuarray-prefix "$GPUARRAY_PREFIX")
-  "$PY" "$ROOT/benchmarks/gpu_env.py" links --links-dir "$WORK/links" > "$WORK/links.txt" 2>&1
+  "$PY" -m gpu_setup.env links --links-dir "$WORK/links" > "$WORK/links.txt" 2>&1
   if grep -q "not found: lib\(cudnn\|cublas\|nvrtc\)" "$WORK/links.txt"; then
     # Nothing usable on the machine: NVIDIA's CUDA 12 wheels from PyPI, if it is reachable.
     log "CUDA libraries missing ($(grep -o 'lib[a-z]*\.so' "$WORK/links.txt" | tr '\n' ' ')), trying PyPI"
@@ -265,13 +265,13 @@ setup_cuda_libs() {
       record cuda-wheels failed "pip download nvidia-*-cu12" "no registry reachable?"
     fi
   fi
-  if ! "$PY" "$ROOT/benchmarks/gpu_env.py" env "${env_args[@]}" > "$WORK/gpu_env.sh" 2> "$WORK/gpu_env.err"; then
+  if ! "$PY" -m gpu_setup.env env "${env_args[@]}" > "$WORK/gpu_env.sh" 2> "$WORK/gpu_env.err"; then
     record cuda-libs failed "" "$(cat "$WORK/gpu_env.err")"; return 1
   fi
   # shellcheck disable=SC1091
   source "$WORK/gpu_env.sh"
   export SRCNN_GPU_LINKS_DIR="$WORK/links"
-  "$PY" "$ROOT/benchmarks/gpu_env.py" links --links-dir "$WORK/links" > "$WORK/links.txt" 2>&1
+  "$PY" -m gpu_setup.env links --links-dir "$WORK/links" > "$WORK/links.txt" 2>&1
   cat "$WORK/gpu_env.sh" "$WORK/links.txt" "$WORK/gpu_env.err"
   if grep -q "not found" "$WORK/links.txt"; then
     record cuda-libs failed "" "$(cat "$WORK/links.txt")"; return 1
@@ -298,7 +298,7 @@ run() {
   setup_pygpu || finish 3
   if [ -n "${SRCNN_GPU_CHECK_DRY_RUN:-}" ]; then  # a CPU machine: check the set-up only
     setup_cuda_libs || log "(dry run: continuing without the CUDA libraries)"
-    SRCNN_GPU_CHECK_WORK="$WORK/work" bounded "$(( $(left) - 10 ))" "$PY" "$ROOT/benchmarks/gpu_check.py" \
+    SRCNN_GPU_CHECK_WORK="$WORK/work" bounded "$(( $(left) - 10 ))" "$PY" -m gpu_setup.check \
         orchestrate --out "$OUT" --deadline "$((DEADLINE - 20))" --configs cpu
     finish $?
   fi
@@ -311,8 +311,8 @@ run() {
     record gpu-init failed "pygpu.init" "$(tail -c 1500 "$WORK/init.txt")"; finish 4
   fi
 
-  log "benchmarks/gpu_check.py (children log to $WORK/work/*.log)"
-  SRCNN_GPU_CHECK_WORK="$WORK/work" bounded "$(( $(left) - 10 ))" "$PY" "$ROOT/benchmarks/gpu_check.py" \
+  log "gpu_setup/check.py (children log to $WORK/work/*.log)"
+  SRCNN_GPU_CHECK_WORK="$WORK/work" bounded "$(( $(left) - 10 ))" "$PY" -m gpu_setup.check \
       orchestrate --out "$OUT" --deadline "$((DEADLINE - 20))" \
       --configs "${SRCNN_GPU_CHECK_CONFIGS:-cuda-dnn,cuda-corrmm,cpu,cuda-project,cpu-project}"
   local status=$?
@@ -323,5 +323,5 @@ run() {
 case "$MODE" in
   prepare) prepare ;;
   run) run ;;
-  *) echo "usage: bash benchmarks/gpu_check.sh prepare|run"; exit 2 ;;
+  *) echo "usage: bash gpu_setup/check.sh prepare|run"; exit 2 ;;
 esac

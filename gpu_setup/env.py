@@ -1,8 +1,7 @@
 """The environment a GPU process of srcnn-theano needs, built from what the machine has.
 
-Tooling next to ``benchmarks/gpu_check.sh`` (the library part, the cuDNN >= 8
-patch and the flags, is :mod:`srcnn_theano.gpu`; docs/gpu.md says how the two
-fit together).
+Tooling of :mod:`gpu_setup` (the library part, the cuDNN >= 8 patch and the
+flags, is :mod:`srcnn_theano.gpu`; docs/gpu.md says how the two fit together).
 
 Library names (:func:`make_library_links`, :func:`gpu_environment`)
     libgpuarray ``dlopen``\\ s ``libcuda.so``, ``libnvrtc.so`` and
@@ -15,7 +14,7 @@ Library names (:func:`make_library_links`, :func:`gpu_environment`)
     reads ``LD_LIBRARY_PATH`` once, when a process starts, so it must be set
     before the Python process that imports Theano starts::
 
-        eval "$(python benchmarks/gpu_env.py env)"   # in a shell, then run as usual
+        eval "$(python -m gpu_setup.env env)"   # in a shell, then run as usual
 
     or, from Python, :func:`reexec_with_gpu_env` restarts the program with it.
 
@@ -23,12 +22,12 @@ pygpu/libgpuarray (:func:`fetch_debian_gpuarray`, :func:`find_gpuarray_prefix`)
     Not on PyPI: Debian bookworm's packages, fetched with ``apt-get download``
     and unpacked with ``dpkg -x`` (no root needed).
 
-Command line::
+Command line (from the repository's root, or with it on ``PYTHONPATH``)::
 
-    python benchmarks/gpu_env.py env [--search DIR] [--links-dir DIR] [--gpuarray-prefix DIR]
-                                     [--device cuda1] [--conv-algo ALGO] [--preallocate F]
-    python benchmarks/gpu_env.py links [--search DIR] [--links-dir DIR]
-    python benchmarks/gpu_env.py fetch-gpuarray [PREFIX] [--debs DIR] [--apt-update]
+    python -m gpu_setup.env env [--search DIR] [--links-dir DIR] [--gpuarray-prefix DIR]
+                                [--device cuda1] [--conv-algo ALGO] [--preallocate F]
+    python -m gpu_setup.env links [--search DIR] [--links-dir DIR]
+    python -m gpu_setup.env fetch-gpuarray [PREFIX] [--debs DIR] [--apt-update]
 
 Importing this module imports neither Theano nor numpy.
 """
@@ -43,11 +42,8 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # run as a script from a checkout: the library beside it
-    sys.path.insert(0, ROOT)
-
-from srcnn_theano import gpu  # noqa: E402  (imports neither Theano nor numpy)
+from srcnn_theano import gpu  # imports neither Theano nor numpy
+from srcnn_theano.files import cache_dir
 
 __all__ = [
     "LIBRARIES", "LibraryLinks", "default_search_dirs", "find_library", "make_library_links",
@@ -63,12 +59,6 @@ LIBRARIES = ("cuda", "nvrtc", "cublas", "cudnn")
 # --------------------------------------------------------------------------
 # CUDA libraries under their unversioned names
 # --------------------------------------------------------------------------
-
-def _cache_dir():
-    root = os.environ.get("SRCNN_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "srcnn_theano")
-    return root
-
 
 def _site_dirs():
     """Python library folders that may hold NVIDIA's pip wheels."""
@@ -345,7 +335,7 @@ def make_library_links(dest=None, search_dirs=None, names=LIBRARIES):
     -------
     LibraryLinks
     """
-    dest = os.path.abspath(dest or os.path.join(_cache_dir(), "cuda-links"))
+    dest = os.path.abspath(dest or cache_dir("cuda-links"))
     os.makedirs(dest, exist_ok=True)
     if search_dirs is None:
         search_dirs = default_search_dirs()
@@ -413,7 +403,7 @@ def fetch_debian_gpuarray(prefix=None, debs_dir=None, apt_update=False):
     str
         ``prefix``.
     """
-    prefix = os.path.abspath(prefix or os.path.join(_cache_dir(), "gpuarray"))
+    prefix = os.path.abspath(prefix or cache_dir("gpuarray"))
     with tempfile.TemporaryDirectory() as tmp:
         if debs_dir is None:
             if apt_update:
@@ -433,7 +423,7 @@ def fetch_debian_gpuarray(prefix=None, debs_dir=None, apt_update=False):
 def find_gpuarray_prefix(candidates=None):
     """A folder where :func:`fetch_debian_gpuarray` unpacked pygpu, or None."""
     for prefix in candidates or [os.environ.get("SRCNN_GPUARRAY_PREFIX"),
-                                 os.path.join(_cache_dir(), "gpuarray")]:
+                                 cache_dir("gpuarray")]:
         if prefix and os.path.isdir(os.path.join(prefix, "usr", "lib", "python3",
                                                  "dist-packages", "pygpu")):
             return os.path.abspath(prefix)
@@ -504,7 +494,7 @@ def reexec_with_gpu_env(argv=None, links_dir=None, search_roots=None, gpuarray_p
 
     Call it first thing in a program that will use the GPU, before anything
     imports Theano. Does nothing when ``SRCNN_GPU_ENV=1`` is set already (the
-    restarted process, or a shell that evaluated ``python benchmarks/gpu_env.py
+    restarted process, or a shell that evaluated ``python -m gpu_setup.env
     env``); otherwise it never returns.
 
     Parameters
@@ -527,8 +517,8 @@ def reexec_with_gpu_env(argv=None, links_dir=None, search_roots=None, gpuarray_p
 
 
 def main(argv=None):
-    """``python benchmarks/gpu_env.py env|fetch-gpuarray|links``."""
-    parser = argparse.ArgumentParser(prog="python benchmarks/gpu_env.py",
+    """``python -m gpu_setup.env env|fetch-gpuarray|links``."""
+    parser = argparse.ArgumentParser(prog="python -m gpu_setup.env",
                                      description="GPU set-up for srcnn-theano (docs/gpu.md).")
     sub = parser.add_subparsers(dest="command", required=True)
     p_env = sub.add_parser("env", help="print shell exports for the GPU (eval them)")
