@@ -29,8 +29,8 @@ Without ``--torch-python`` the current interpreter is used for PyTorch when
 it can import torch; otherwise only Theano is timed and no ratio is given.
 
 Extra Theano configurations can be timed in the same run: ``--naive-baseline``
-(the project before this work: CorrMM graph, numpy's BLAS via its C API,
-stock malloc), or any ``IMPL:THEANO_FLAGS`` with ``--theano`` (repeatable),
+(none of the fast path: CorrMM graph, numpy's BLAS via its C API, stock
+malloc), or any ``IMPL:THEANO_FLAGS`` with ``--theano`` (repeatable),
 e.g. ``--theano corrmm:`` or ``--theano 'gemm:blas__ldflags='`` (the
 no-OpenBLAS fallback) or ``--theano 'gemm:openmp=True'``.
 """
@@ -42,8 +42,7 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ------------------------------------------------------------------ PyTorch side
@@ -166,8 +165,7 @@ def compare(args, arch="9-1-5"):
     """Start every worker for one architecture, time them interleaved; the workers."""
     workers = []
     theano_python = args.theano_python or sys.executable
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     configs = [("gemm", "", None)] + [tuple((c + ":").split(":", 1)) + (None,)
                                       for c in args.theano]
     if args.naive_baseline:

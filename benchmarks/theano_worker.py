@@ -19,14 +19,10 @@ By hand::
 """
 import argparse
 import json
-import os
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # run as a script from any interpreter that has the dependencies
-    sys.path.insert(0, REPO)
-
+import common  # noqa: F401  (this checkout first on sys.path)
 from srcnn_theano.apps.speed import (add_graph_arguments, build_predict,  # noqa: E402
                                      build_sgemm, build_train, environment)
 
