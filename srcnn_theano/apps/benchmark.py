@@ -1,9 +1,9 @@
 """The researcher's table: bicubic, every released authors' model, ours and any other method.
 
 Every SRCNN model is run by the authors' protocol
-(:func:`srcnn_theano.evaluation.protocol.evaluate_image`: ground truth
-modcropped, MATLAB bicubic degradation, or the dataset's own LR files with
-``use_lr``), on every set (:mod:`srcnn_theano.evaluation.datasets`: any of
+(:func:`srcnn_theano.evaluation.protocol.evaluate_image`'s steps: ground
+truth modcropped, MATLAB bicubic degradation, or the dataset's own LR files
+with ``use_lr``), on every set (:mod:`srcnn_theano.evaluation.datasets`: any of
 the three layouts), at every scale. Other methods' results are read from
 ``DIR/<dataset>/x<scale>/`` and paired with the ground truth by name
 (:mod:`srcnn_theano.evaluation.pairing`). All are scored by one protocol
@@ -25,19 +25,22 @@ per-image PSNR difference to the baseline with a seeded paired bootstrap
 ``benchmark_images.csv`` and the forest plot ``benchmark.png``
 (:func:`srcnn_theano.apps.plots.forest_png`).
 """
+import collections
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from srcnn_theano.apps import tables
 from srcnn_theano.errors import SRCNNError
 from srcnn_theano.evaluation.datasets import find_datasets
 from srcnn_theano.evaluation.pairing import pair
-from srcnn_theano.evaluation.protocol import evaluate_image
+from srcnn_theano.evaluation.protocol import network_input, sr_images, srcnn_scores
 from srcnn_theano.evaluation.score import PROTOCOLS, score_images
 from srcnn_theano.evaluation.statistics import RESAMPLES, SEED, paired_bootstrap
 from srcnn_theano.files import atomic_write_bytes, check_outputs, check_writable_folder
 from srcnn_theano.image.imresize import modcrop
 from srcnn_theano.image.io import list_images, read_image
+from srcnn_theano.image.units import from_float
 from srcnn_theano.network.inference import Predictor
 from srcnn_theano.network.weights import load, load_default, pretrained_path
 
@@ -84,21 +87,36 @@ def _identity(y):
     return y
 
 
-def _srcnn_rows(images, scale, predictor, method, lrs, protocols, dataset, border):
+#: SR images waiting to be scored while the network runs on the next ones.
+PENDING = 2
+
+
+def _score_srcnn(img, name, gt8, bic, sr, lr, scale, method, protocols, dataset, border):
+    """The rows of one SR Y image (float (H, W)) under every protocol."""
     rows = []
-    colour = any(p != "matlab" for p in protocols)
-    for (name, img), (lr_name, lr) in zip(images, lrs):
-        r = evaluate_image(img, scale, predictor, name, lr=lr, lr_name=lr_name, outputs=colour,
-                           imresize_border=border)
-        for protocol in protocols:
-            if protocol == "matlab":
-                s = {"psnr": r["srcnn_psnr"], "ssim": r["srcnn_ssim"]}
-            else:
-                s = score_images(modcrop(img, scale), r["outputs"]["srcnn"], scale, protocol,
-                                 hr_name=name, sr_name=f"{method} result for {name}")
-            rows.append(dict(protocol=protocol, dataset=dataset, scale=scale, method=method,
-                             image=name, **s))
+    colour = sr_images(img, scale, bic, sr, lr, border) if any(p != "matlab" for p in protocols) else None
+    for protocol in protocols:
+        if protocol == "matlab":
+            r = srcnn_scores(gt8, from_float(sr), scale)
+            s = {"psnr": r["srcnn_psnr"], "ssim": r["srcnn_ssim"]}
+        else:
+            s = score_images(modcrop(img, scale), colour["srcnn"], scale, protocol,
+                             hr_name=name, sr_name=f"{method} result for {name}")
+        rows.append(dict(protocol=protocol, dataset=dataset, scale=scale, method=method,
+                         image=name, **s))
     return rows
+
+
+def _srcnn_rows(images, inputs, scale, predictor, method, lrs, protocols, dataset, border, scorer):
+    """Run ``predictor`` on each image's bicubic Y (``inputs``: ``(gt8, bic)`` per image) in
+    this thread; ``scorer`` (a one-thread pool) scores each result meanwhile. Rows in image order."""
+    rows, pending = [], collections.deque()
+    for (name, img), (_, lr), (gt8, bic) in zip(images, lrs, inputs):
+        if len(pending) >= PENDING:
+            rows += pending.popleft().result()
+        pending.append(scorer.submit(_score_srcnn, img, name, gt8, bic, predictor(bic), lr, scale,
+                                     method, protocols, dataset, border))
+    return rows + [r for f in pending for r in f.result()]
 
 
 def _method_rows(images, sr_paths, scale, method, protocols, dataset):
@@ -157,42 +175,50 @@ def run_benchmark(data_dirs, scales=(2, 3, 4), authors_dir=None, progress=True, 
     if dup:
         raise SRCNNError(f"two sets are named {dup[0]}: rename one (results are found by set name)")
     rows, used = [], set()
-    for scale in scales:
-        models = authors_models(authors_dir, scale, archs) if authors_dir else []
-        if ours and os.path.isfile(pretrained_path(scale)):
-            models.append((OURS, None))
-        if ours and not models and not methods:
-            raise SRCNNError(f"no model for x{scale}: no shipped weights and no --authors-models")
-        for ds in datasets:
-            if not ds.has_scale(scale):
-                note(f"{ds.name} has no x{scale} ground truth ({ds.root}); skipped")
-                continue
-            hr_paths = ds.hr_paths(scale)
-            lrs = [(None, None)] * len(hr_paths)
-            if use_lr:
-                lr_paths = ds.lr_paths(scale)
-                if not lr_paths:
-                    note(f"{ds.name} has no x{scale} LR images ({ds.root}); skipped")
+    scorer = ThreadPoolExecutor(1)  # one thread for the whole run: one malloc arena
+    try:
+        for scale in scales:
+            models = authors_models(authors_dir, scale, archs) if authors_dir else []
+            if ours and os.path.isfile(pretrained_path(scale)):
+                models.append((OURS, None))
+            if ours and not models and not methods:
+                raise SRCNNError(f"no model for x{scale}: no shipped weights and no --authors-models")
+            for ds in datasets:
+                if not ds.has_scale(scale):
+                    note(f"{ds.name} has no x{scale} ground truth ({ds.root}); skipped")
                     continue
-                lrs = [(p, read_image(p)) for p in pair(hr_paths, lr_paths, "LR", ds.lr_folder(scale))]
-            images = [(os.path.basename(p), read_image(p)) for p in hr_paths]
-            for method, path in [("bicubic", "")] + models:
-                if progress:
-                    print(f"benchmark {ds.name} x{scale}: {method}", file=sys.stderr)
-                weights = None if method == "bicubic" else load_default(scale) if path is None else load(path)
-                predictor = _identity if weights is None else Predictor(weights)
-                rows += _srcnn_rows(images, scale, predictor, method, lrs, protocols, ds.name,
-                                    imresize_border)
-            for method, root in methods:
-                folder = os.path.join(root, ds.name, f"x{scale}")
-                if not os.path.isdir(folder):
-                    note(f"{method}: no {folder}; its {ds.name} x{scale} cell is empty")
-                    continue
-                used.add(method)
-                if progress:
-                    print(f"benchmark {ds.name} x{scale}: {method} ({folder})", file=sys.stderr)
-                sr_paths = pair(hr_paths, list_images(folder), "SR", folder)
-                rows += _method_rows(images, sr_paths, scale, method, protocols, ds.name)
+                hr_paths = ds.hr_paths(scale)
+                lrs = [(None, None)] * len(hr_paths)
+                if use_lr:
+                    lr_paths = ds.lr_paths(scale)
+                    if not lr_paths:
+                        note(f"{ds.name} has no x{scale} LR images ({ds.root}); skipped")
+                        continue
+                    lrs = [(p, read_image(p)) for p in pair(hr_paths, lr_paths, "LR", ds.lr_folder(scale))]
+                images = [(os.path.basename(p), read_image(p)) for p in hr_paths]
+                inputs = []
+                for (name, img), (lr_name, lr) in zip(images, lrs):
+                    y, bic = network_input(img, scale, name, lr, lr_name, imresize_border)
+                    inputs.append((from_float(y), bic))
+                for method, path in [("bicubic", "")] + models:
+                    if progress:
+                        print(f"benchmark {ds.name} x{scale}: {method}", file=sys.stderr)
+                    weights = None if method == "bicubic" else load_default(scale) if path is None else load(path)
+                    predictor = _identity if weights is None else Predictor(weights)
+                    rows += _srcnn_rows(images, inputs, scale, predictor, method, lrs, protocols,
+                                        ds.name, imresize_border, scorer)
+                for method, root in methods:
+                    folder = os.path.join(root, ds.name, f"x{scale}")
+                    if not os.path.isdir(folder):
+                        note(f"{method}: no {folder}; its {ds.name} x{scale} cell is empty")
+                        continue
+                    used.add(method)
+                    if progress:
+                        print(f"benchmark {ds.name} x{scale}: {method} ({folder})", file=sys.stderr)
+                    sr_paths = pair(hr_paths, list_images(folder), "SR", folder)
+                    rows += _method_rows(images, sr_paths, scale, method, protocols, ds.name)
+    finally:
+        scorer.shutdown()
     for method, root in methods:
         if method not in used:
             raise SRCNNError(f"--method {method}: no results in {root} (expected {root}/<dataset>/"

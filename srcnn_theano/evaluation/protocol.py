@@ -137,20 +137,37 @@ def evaluate_image(image, scale, predictor, name="image", lr=None, lr_name="LR i
     ``srcnn_ssim`` and, under ``"images"`` (not serialised), the uint8
     ground truth, bicubic and SRCNN Y images (H, W) before shaving.
     """
+    y, bic = network_input(image, scale, name, lr, lr_name, imresize_border)
+    sr = predictor(bic)
+    gt8, bic8, sr8 = from_float(y), from_float(bic), from_float(sr)
+    g, b = shave(gt8, scale), shave(bic8, scale)
+    row = {"name": name, "bicubic_psnr": psnr(g, b), "bicubic_ssim": ssim(g, b),
+           **srcnn_scores(gt8, sr8, scale), "images": {"gt": gt8, "bicubic": bic8, "srcnn": sr8}}
+    if outputs:
+        row["outputs"] = sr_images(image, scale, bic, sr, lr, imresize_border)
+    return row
+
+
+def network_input(image, scale, name="image", lr=None, lr_name="LR image",
+                  imresize_border="symmetric"):
+    """The checked ground truth's Y and the bicubic Y the network enlarges (what
+    :func:`evaluate_image` starts from; the same for every model at one scale).
+
+    Returns
+    -------
+    y, bic : ndarray float64 (H, W) in [0, 1] (``bic`` not clipped), H and W modcropped.
+    """
     check_size(image, scale, name)
     if lr is not None:
         check_lr(lr, image, scale, lr_name, name)
     y = ground_truth_y(image, scale)
-    bic = bicubic_y(y, scale, lr, imresize_border)
-    sr = predictor(bic)
-    gt8, bic8, sr8 = from_float(y), from_float(bic), from_float(sr)
-    g, b, s = (shave(a, scale) for a in (gt8, bic8, sr8))
-    row = {"name": name, "bicubic_psnr": psnr(g, b), "srcnn_psnr": psnr(g, s),
-           "bicubic_ssim": ssim(g, b), "srcnn_ssim": ssim(g, s),
-           "images": {"gt": gt8, "bicubic": bic8, "srcnn": sr8}}
-    if outputs:
-        row["outputs"] = sr_images(image, scale, bic, sr, lr, imresize_border)
-    return row
+    return y, bicubic_y(y, scale, lr, imresize_border)
+
+
+def srcnn_scores(gt8, sr8, scale):
+    """``{"srcnn_psnr", "srcnn_ssim"}`` of the uint8 Y images (H, W), ``scale`` pixels shaved."""
+    g, s = shave(gt8, scale), shave(sr8, scale)
+    return {"srcnn_psnr": psnr(g, s), "srcnn_ssim": ssim(g, s)}
 
 
 def sr_images(image, scale, bic, sr, lr=None, border="symmetric"):

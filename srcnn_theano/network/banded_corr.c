@@ -327,7 +327,9 @@ static int srcnn_fwd_run(const srcnn_fwd_t* a) {
             #pragma omp atomic write
             err = -1;
         }
-        #pragma omp for schedule(static)
+        /* Dynamic: a thread whose core is busy (upscale's helper threads) takes fewer
+           bands. Each band's output depends only on its own products: the same result. */
+        #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < units; ++u)
             if (ok) srcnn_fwd_band(a, u / nb, (u % nb) * a->R, S, Z);
         free(S); free(Z);
