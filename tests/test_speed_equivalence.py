@@ -154,18 +154,41 @@ def _op_names(fn):
     return [type(node.op).__name__ for node in fn.maker.fgraph.toposort()]
 
 
-def test_training_graph_masks_relu_gradients_inside_the_correlation():
-    """Each hidden ReLU's gradient is applied by the next layer's input-gradient op
-    (BandedCorrMasked), not by a separate pass over the activation; the numbers are
-    those of Theano's CorrMM graph (test_gemm_graph_equals_corrmm_training)."""
-    arch = dict(ARCHITECTURES["9-1-5"], n1=16, n2=8, channels=1)
+@pytest.mark.parametrize("arch_name,masked,backdot", [("9-1-5", 1, 1), ("9-3-5", 2, 0)])
+def test_training_graph_fuses_relu_gradients_and_the_1x1_backward(arch_name, masked, backdot):
+    """Each hidden ReLU's gradient is applied inside the next layer's input-gradient op
+    (BandedCorrMasked), not by a separate pass over the activation; with a 1x1 middle
+    layer that op, its kernel gradient and conv1's are one BandedBackDot. The numbers
+    are those of Theano's CorrMM graph (test_gemm_graph_equals_corrmm_training)."""
+    arch = dict(ARCHITECTURES[arch_name], n1=16, n2=8, channels=1)
     fast, _ = both_models(arch, "same", random_arrays(arch, seed=3))
     train = Trainer(fast, optimizer="sgd", learning_rate=0.002, momentum=0.9).train
     nodes = train.maker.fgraph.toposort()
     names = [type(node.op).__name__ for node in nodes]
-    assert names.count("BandedCorrMasked") == 2, names
+    assert names.count("BandedCorrMasked") == masked, names
+    assert names.count("BandedBackDot") == backdot, names
+    assert names.count("BandedCorrGradW") == 3 - 2 * backdot, names
     switches = [n for n in nodes if isinstance(n.op, T.Elemwise) and "Switch" in str(n.op)]
     assert not switches, switches
+
+
+def test_fused_backward_equals_the_separate_ops_over_several_bands():
+    """BandedBackDot's four gradients equal those of the unfused graph (BandedCorrMasked and
+    two BandedCorrGradW) on images of several bands each, to float32 rounding."""
+    arch = dict(ARCHITECTURES["9-1-5"], n1=16, n2=8, channels=1)
+    model = SRCNN(**arch, padding="same")
+    model.set_weights(random_arrays(arch, seed=9))
+    x = np.random.RandomState(10).rand(2, 1, 160, 70).astype("float32")
+    loss = T.sum(T.sqr(model.get_output()))
+    grads = theano.grad(loss, model.params)
+    plain = theano.compile.mode.get_default_mode().excluding("srcnn_fuse_backward_dot")
+    fused_fn = theano.function([model.input_var], grads)
+    plain_fn = theano.function([model.input_var], grads, mode=plain)
+    assert "BandedBackDot" in [type(n.op).__name__ for n in fused_fn.maker.fgraph.toposort()]
+    assert "BandedBackDot" not in [type(n.op).__name__ for n in plain_fn.maker.fgraph.toposort()]
+    for a, b in zip(fused_fn(x), plain_fn(x)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+        assert np.abs(b).max() > 0
 
 
 def test_gradients_equal_for_every_parameter():

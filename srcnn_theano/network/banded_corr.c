@@ -354,26 +354,29 @@ static void srcnn_gw_sizes(const srcnn_gw_t* a, size_t* s_len, size_t* z_len, si
     else { *g_len = (size_t)((R + K - 1) * Wp + K) * TO; *z_len = (size_t)C * TO; }
 }
 
-/* Adds band (n, y0)'s terms to dw (k*k*C x O; for tapsum Z, k*k*O x C) and acc (O). */
-static void srcnn_gw_band(const srcnn_gw_t* a, int n, int y0, float* S, float* Z, float* G,
-                          float* dw, double* acc) {
+/* acc (O) += the column sums of v (cnt x O): each band's sum in float, added in double. */
+static void srcnn_colsum(const float* v, size_t cnt, int O, double* acc) {
+    float part[64];
+    for (int o0 = 0; o0 < O; o0 += 64) {
+        const int no = SRCNN_MIN(64, O - o0);
+        for (int o = 0; o < no; ++o) part[o] = 0.0f;
+        for (size_t i = 0; i < cnt; ++i)
+            for (int o = 0; o < no; ++o) part[o] += v[i * O + o0 + o];
+        for (int o = 0; o < no; ++o) acc[o0 + o] += part[o];
+    }
+}
+
+/* Adds band (n, y0)'s terms, gb its rows of g, to dw (k*k*C x O; for tapsum Z, k*k*O x C)
+   and acc (O). */
+static void srcnn_gw_band(const srcnn_gw_t* a, int n, int y0, const float* gb, float* S,
+                          float* Z, float* G, float* dw, double* acc) {
     const int H = a->H, W = a->W, C = a->C, K = a->K, P = a->P, O = a->O;
     const int Ho = a->Ho, Wo = a->Wo, Wp = a->Wp, mode = a->mode;
     const int rows = SRCNN_MIN(a->R, Ho - y0);
     const long KK = (long)K * K * C;
     const int TO = K * K * O;
     const float* xn = a->x + (size_t)n * H * W * C;
-    const float* gb = a->g + ((size_t)n * Ho + y0) * Wo * O;
-    {   /* the bias's gradient: this band's sum in float, added in double */
-        float part[64];
-        for (int o0 = 0; o0 < O; o0 += 64) {
-            const int no = SRCNN_MIN(64, O - o0);
-            for (int o = 0; o < no; ++o) part[o] = 0.0f;
-            for (size_t i = 0; i < (size_t)rows * Wo; ++i)
-                for (int o = 0; o < no; ++o) part[o] += gb[i * O + o0 + o];
-            for (int o = 0; o < no; ++o) acc[o0 + o] += part[o];
-        }
-    }
+    srcnn_colsum(gb, (size_t)rows * Wo, O, acc);   /* the bias's gradient */
     if (mode == 0) {  /* dw += x^T g */
         srcnn_gemm_tn(C, O, rows * Wo, xn + (size_t)y0 * W * C, C, gb, O, 1.0f, dw, O);
         return;
@@ -448,7 +451,9 @@ static int srcnn_gw_run(const srcnn_gw_t* a, float* dwd, float* dbd) {
         if (ok && a->mode == 3) memset(Z, 0, z_len * sizeof(float));
         #pragma omp for schedule(static)
         for (int u = 0; u < units; ++u)
-            if (ok) srcnn_gw_band(a, u / nb, (u % nb) * a->R, S, Z, G, mine, accs + (size_t)O * tid);
+            if (ok) srcnn_gw_band(a, u / nb, (u % nb) * a->R,
+                                  a->g + ((size_t)(u / nb) * a->Ho + (u % nb) * a->R) * a->Wo * O,
+                                  S, Z, G, mine, accs + (size_t)O * tid);
         if (ok && a->mode == 3) {  /* dw[t*C + c, o] = Zt[t*O + o, c] */
             for (int t = 0; t < K * K; ++t)
             for (int c = 0; c < C; ++c)
@@ -465,6 +470,87 @@ static int srcnn_gw_run(const srcnn_gw_t* a, float* dwd, float* dbd) {
             double s = 0.0;
             for (int t = 0; t < nth; ++t) s += accs[(size_t)O * t + o];
             dbd[o] = (float)s;
+        }
+    }
+    free(sums); free(accs);
+    return err;
+}
+
+/* ---- a 1x1 layer's backward pass and the weight gradient of the layer before it ---- */
+typedef struct {
+    srcnn_gw_t c1;             /* the first layer's weight gradient (its g unused) */
+    const float *y1, *g2, *w2t; /* y1 (N, Ho, Wo, O1) after the ReLU, g2 (N, Ho, Wo, O2),
+                                   w2t (O2 x O1): the 1x1 kernel of the input gradient */
+    int O2;
+} srcnn_bd_t;
+
+/* dw2 (O1 x O2) = y1^T g2 and db2 = sum g2 (the 1x1 layer); g1 = (g2 w2t) where y1 > 0,
+   band by band in the cache, and from it dw1, db1 (the first layer, srcnn_gw_band): the
+   O1-channel g1 is never written out. Per-thread sums added in thread order, as
+   srcnn_gw_run. 0, or -1 out of memory. */
+static int srcnn_bd_run(const srcnn_bd_t* a, float* dw1, float* db1, float* dw2, float* db2) {
+    const srcnn_gw_t* c1 = &a->c1;
+    const int nb = (c1->Ho + c1->R - 1) / c1->R, units = c1->N * nb;
+    const int K = c1->K, C = c1->C, O1 = c1->O, O2 = a->O2, Ho = c1->Ho, Wo = c1->Wo;
+    const size_t len1 = (size_t)K * K * C * O1, len2 = (size_t)O1 * O2, per = len1 + len2;
+    size_t s_len, z_len, g_len;
+    srcnn_gw_sizes(c1, &s_len, &z_len, &g_len);
+    const size_t b_len = (size_t)c1->R * Wo * O1;
+    int nth = srcnn_threads();
+    if (nth > units) nth = units > 0 ? units : 1;
+    float* sums = srcnn_alloc(per * nth);
+    double* accs = (double*)calloc((size_t)(O1 + O2) * nth + 1, sizeof(double));
+    if (sums == NULL || accs == NULL) { free(sums); free(accs); return -1; }
+    memset(sums, 0, per * nth * sizeof(float));
+    int err = 0;
+    #pragma omp parallel num_threads(nth) if(nth > 1)
+    {
+        const int tid = omp_get_thread_num(), many = omp_get_num_threads() > 1;
+        const int prev = many ? srcnn_blas_local(1) : 0;
+        float* S = s_len ? srcnn_alloc(s_len) : NULL;
+        float* Z = z_len ? srcnn_alloc(z_len) : NULL;
+        float* G = g_len ? srcnn_alloc(g_len) : NULL;
+        float* B = srcnn_alloc(b_len);
+        const int ok = !((s_len && S == NULL) || (z_len && Z == NULL) || (g_len && G == NULL)
+                         || B == NULL);
+        if (!ok) {
+            #pragma omp atomic write
+            err = -1;
+        }
+        float *mine1 = sums + per * tid, *mine2 = mine1 + len1;
+        double *acc1 = accs + (size_t)(O1 + O2) * tid, *acc2 = acc1 + O1;
+        if (ok && c1->mode == 3) memset(Z, 0, z_len * sizeof(float));
+        #pragma omp for schedule(static)
+        for (int u = 0; u < units; ++u) {
+            if (!ok) continue;
+            const int n = u / nb, y0 = (u % nb) * c1->R, rows = SRCNN_MIN(c1->R, Ho - y0);
+            const size_t off = ((size_t)n * Ho + y0) * Wo, cnt = (size_t)rows * Wo;
+            const float *gb2 = a->g2 + off * O2, *yb1 = a->y1 + off * O1;
+            srcnn_gemm_tn(O1, O2, (int)cnt, yb1, O1, gb2, O2, 1.0f, mine2, O2);
+            srcnn_colsum(gb2, cnt, O2, acc2);
+            srcnn_gemm_nn((int)cnt, O1, O2, gb2, O2, a->w2t, O1, 0.0f, B, O1);
+            for (size_t i = 0; i < cnt * O1; ++i) B[i] = yb1[i] > 0.0f ? B[i] : 0.0f;
+            srcnn_gw_band(c1, n, y0, B, S, Z, G, mine1, acc1);
+        }
+        if (ok && c1->mode == 3) {  /* dw[t*C + c, o] = Zt[t*O + o, c] */
+            for (int t = 0; t < K * K; ++t)
+            for (int c = 0; c < C; ++c)
+            for (int o = 0; o < O1; ++o) mine1[((size_t)t * C + c) * O1 + o] = Z[((size_t)t * O1 + o) * C + c];
+        }
+        free(S); free(Z); free(G); free(B);
+        if (many) srcnn_blas_local(prev);
+    }
+    if (err == 0) {
+        memcpy(dw1, sums, len1 * sizeof(float));
+        memcpy(dw2, sums + len1, len2 * sizeof(float));
+        for (int t = 1; t < nth; ++t) {
+            for (size_t i = 0; i < len1; ++i) dw1[i] += sums[per * t + i];
+            for (size_t i = 0; i < len2; ++i) dw2[i] += sums[per * t + len1 + i];
+        }
+        for (int o = 0; o < O1 + O2; ++o) {
+            double v = 0.0;
+            for (int t = 0; t < nth; ++t) v += accs[(size_t)(O1 + O2) * t + o];
+            if (o < O1) db1[o] = (float)v; else db2[o - O1] = (float)v;
         }
     }
     free(sums); free(accs);

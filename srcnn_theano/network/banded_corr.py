@@ -54,11 +54,13 @@ respect to ``w`` is :class:`BandedCorrGradW` (im2col, shift or tapsum, the
 products' transposes accumulated over bands). For ``edge`` padding both
 come from the same graph with the padding made explicit.
 
-Two graph rewrites fuse what would otherwise be a pass over a whole
+Three graph rewrites fuse what would otherwise be a pass over a whole
 activation in memory: :func:`fuse_banded_dot` (prediction: a 1x1 layer
-multiplied into the band of the layer before it, :class:`BandedCorrDot`)
-and :func:`fuse_relu_mask` (training: a ReLU's gradient applied to each
-band of the next layer's input gradient, :class:`BandedCorrMasked`).
+multiplied into the band of the layer before it, :class:`BandedCorrDot`),
+:func:`fuse_relu_mask` (training: a ReLU's gradient applied to each band
+of the next layer's input gradient, :class:`BandedCorrMasked`) and
+:func:`fuse_backward_dot` (training: a 1x1 layer's backward pass and the
+kernel gradient of the layer before it, :class:`BandedBackDot`).
 
 The C code calls the ``sgemm_`` Theano links (``blas__ldflags``, chosen by
 :mod:`srcnn_theano.blas`), whose own threads share each product; scratch
@@ -74,8 +76,8 @@ import numpy as np
 
 from srcnn_theano.backend import T, theano
 
-__all__ = ["BandedCorr", "BandedCorrDot", "BandedCorrGradW", "BandedCorrMasked",
-           "fuse_banded_dot", "fuse_relu_mask",
+__all__ = ["BandedBackDot", "BandedCorr", "BandedCorrDot", "BandedCorrGradW", "BandedCorrMasked",
+           "fuse_backward_dot", "fuse_banded_dot", "fuse_relu_mask",
            "weight_matrix", "BAND_BYTES"]
 
 #: Bytes of scratch a band may use (input block + product): within a core's L2.
@@ -548,3 +550,129 @@ class BandedCorrGradW(_BandedOp):
         {cleanup}
         }}
         }}"""
+
+
+class BandedBackDot(_BandedOp):
+    """The backward pass of a 1x1 layer and the kernel gradient of the layer before it.
+
+    With ``y1 = relu(corr_k(x, w1) + b1)``, ``y2 = y1 @ w2 + b2`` and ``g2``
+    the gradient of ``y2``: ``dw2 = y1^T g2``, ``db2 = sum(g2)``, ``g1 =
+    (g2 @ w2t) where y1 > 0`` and from it :class:`BandedCorrGradW`'s ``dw1,
+    db1``, band by band: ``g1`` (64 channels in SRCNN) is made in the cache
+    and used there, never written out, and ``y1`` and ``g2`` are read once.
+
+    Inputs x ``(N, H, W, C)``, y1 ``(N, Ho, Wo, O1)``, g2 ``(N, Ho, Wo, O2)``,
+    w2t ``(O2, O1)`` (the 1x1 kernel of the input gradient); outputs dw1
+    ``(k*k*C, O1)``, db1 ``(O1,)``, dw2 ``(O1, O2)``, db2 ``(O2,)``. Made by
+    the graph rewrite :func:`fuse_backward_dot` in training graphs.
+    """
+
+    __props__ = ("k", "pad", "strategy")
+
+    def __init__(self, k, pad, strategy="auto"):
+        self.k, self.pad, self.strategy = int(k), int(pad), str(strategy)
+        self._check()
+
+    def make_node(self, x, y1, g2, w2t):
+        x, y1, g2 = (self._as_float4(v, n) for v, n in ((x, "x"), (y1, "y1"), (g2, "g2")))
+        w2t = T.as_tensor_variable(w2t)
+        if w2t.type != T.matrix(dtype="float32").type:
+            raise TypeError(f"w2t must be a float32 matrix (O2, O1), got {w2t.type}")
+        outs = [T.matrix(dtype="float32"), T.vector(dtype="float32"),
+                T.matrix(dtype="float32"), T.vector(dtype="float32")]
+        return theano.graph.basic.Apply(self, [x, y1, g2, w2t], outs)
+
+    def infer_shape(self, fgraph, node, shapes):
+        c, o1, o2 = shapes[0][3], shapes[1][3], shapes[2][3]
+        return [(self.k * self.k * c, o1), (o1,), (o1, o2), (o2,)]
+
+    def grad(self, inputs, grads):
+        raise NotImplementedError("BandedBackDot has no gradient (no second derivatives)")
+
+    def c_code_cache_version(self):
+        return _C_VERSION
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        x, y1, g2, w2t = inputs
+        dw1, db1, dw2, db2 = outputs
+        fail = sub["fail"]
+        cleanup = "Py_XDECREF(xc_); Py_XDECREF(y1c_); Py_XDECREF(g2c_); Py_XDECREF(wc_);"
+        failc = cleanup + fail
+        return f"""{{
+        PyArrayObject *xc_ = NULL, *y1c_ = NULL, *g2c_ = NULL, *wc_ = NULL;
+        {{
+        {self._contiguous("xc_", x, 4, failc)}
+        {self._contiguous("y1c_", y1, 4, failc)}
+        {self._contiguous("g2c_", g2, 4, failc)}
+        {self._contiguous("wc_", w2t, 2, failc)}
+        srcnn_bd_t b_;
+        srcnn_gw_t a_;  /* the first layer's weight gradient; becomes b_.c1 */
+        a_.N = PyArray_DIMS(xc_)[0]; a_.H = PyArray_DIMS(xc_)[1];
+        a_.W = PyArray_DIMS(xc_)[2]; a_.C = PyArray_DIMS(xc_)[3];
+        a_.K = {self.k}; a_.P = {self.pad}; a_.O = PyArray_DIMS(y1c_)[3];
+        b_.O2 = PyArray_DIMS(g2c_)[3];
+        const int K = a_.K, C = a_.C, O = a_.O;
+        a_.Ho = a_.H + 2 * a_.P - K + 1; a_.Wo = a_.W + 2 * a_.P - K + 1; a_.Wp = a_.Wo + K - 1;
+        for (int i_ = 0; i_ < 3; ++i_) {{
+            npy_intp want_ = i_ == 0 ? a_.N : i_ == 1 ? a_.Ho : a_.Wo;
+            if (PyArray_DIMS(y1c_)[i_] != want_ || PyArray_DIMS(g2c_)[i_] != want_) {{
+                PyErr_Format(PyExc_ValueError, "BandedBackDot: y1 and g2 must be %dx%dx%d",
+                             a_.N, a_.Ho, a_.Wo);
+                {failc}
+            }}
+        }}
+        if (PyArray_DIMS(wc_)[0] != b_.O2 || PyArray_DIMS(wc_)[1] != O) {{
+            PyErr_Format(PyExc_ValueError, "BandedBackDot: w2t is %ldx%ld, need %dx%d",
+                         (long)PyArray_DIMS(wc_)[0], (long)PyArray_DIMS(wc_)[1], b_.O2, O);
+            {failc}
+        }}
+        {self._alloc_code(dw1, "(npy_intp)K * K * C, O", 2, failc)}
+        {self._alloc_code(db1, "O", 1, failc)}
+        {self._alloc_code(dw2, "O, b_.O2", 2, failc)}
+        {self._alloc_code(db2, "b_.O2", 1, failc)}
+        a_.mode = srcnn_mode("{self.strategy}", K, C, O, 1);
+        const long Wp = a_.Wp, Wo = a_.Wo, KK = (long)K * K * C, TO = (long)K * K * O;
+        if (a_.mode == 0) a_.R = srcnn_band_rows({BAND_BYTES}, 0, Wo * (C + 2 * O) * 4, a_.Ho);
+        else {{ {_band_rows_c("Wo * O * 4")} }}
+        a_.x = (const float*)PyArray_DATA(xc_); a_.g = NULL;
+        b_.c1 = a_;
+        b_.y1 = (const float*)PyArray_DATA(y1c_); b_.g2 = (const float*)PyArray_DATA(g2c_);
+        b_.w2t = (const float*)PyArray_DATA(wc_);
+        int err_;
+        float *dw1_ = (float*)PyArray_DATA({dw1}), *db1_ = (float*)PyArray_DATA({db1});
+        float *dw2_ = (float*)PyArray_DATA({dw2}), *db2_ = (float*)PyArray_DATA({db2});
+        Py_BEGIN_ALLOW_THREADS
+        err_ = srcnn_bd_run(&b_, dw1_, db1_, dw2_, db2_);
+        Py_END_ALLOW_THREADS
+        if (err_) {{ PyErr_NoMemory(); {failc} }}
+        {cleanup}
+        }}
+        }}"""
+
+
+@theano.graph.opt.local_optimizer([BandedCorrGradW])
+def fuse_backward_dot(fgraph, node):
+    """Rewrite a layer's :class:`BandedCorrGradW` whose output gradient is the masked 1x1
+    input gradient of the next layer (:class:`BandedCorrMasked`, read by nothing else), and
+    that 1x1 layer's own :class:`BandedCorrGradW`, as one :class:`BandedBackDot`."""
+    if type(node.op) is not BandedCorrGradW:
+        return False
+    x, g1 = node.inputs
+    masked = g1.owner
+    if masked is None or type(masked.op) is not BandedCorrMasked or masked.op.k != 1:
+        return False
+    if len(fgraph.clients[g1]) != 1:
+        return False
+    g2, w2t, y1 = masked.inputs
+    second = [c for c, _ in fgraph.clients[g2] if c != "output" and type(c.op) is BandedCorrGradW
+              and c.op.k == 1 and c.inputs[0] is y1 and c.inputs[1] is g2]
+    if not second:
+        return False
+    dw1, db1, dw2, db2 = BandedBackDot(node.op.k, node.op.pad, node.op.strategy)(x, y1, g2, w2t)
+    return {node.outputs[0]: dw1, node.outputs[1]: db1,
+            second[0].outputs[0]: dw2, second[0].outputs[1]: db2}
+
+
+# After the ReLU masks are fused (48.9), before the elemwise fusion (49), in FAST_RUN.
+theano.compile.optdb.register("srcnn_fuse_backward_dot", theano.graph.opt.in2out(fuse_backward_dot),
+                              48.95, "fast_run")
