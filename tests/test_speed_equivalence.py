@@ -155,10 +155,11 @@ def _op_names(fn):
 
 
 @pytest.mark.parametrize("arch_name,masked,backdot", [("9-1-5", 1, 1), ("9-3-5", 2, 0)])
-def test_training_graph_fuses_relu_gradients_and_the_1x1_backward(arch_name, masked, backdot):
+def test_training_graph_fuses_relu_gradients_and_the_1x1_layer(arch_name, masked, backdot):
     """Each hidden ReLU's gradient is applied inside the next layer's input-gradient op
     (BandedCorrMasked), not by a separate pass over the activation; with a 1x1 middle
-    layer that op, its kernel gradient and conv1's are one BandedBackDot. The numbers
+    layer that op, its kernel gradient and conv1's are one BandedBackDot, and its
+    forward pass runs on conv1's bands (BandedCorrDot, keeping conv1's output). The numbers
     are those of Theano's CorrMM graph (test_gemm_graph_equals_corrmm_training)."""
     arch = dict(ARCHITECTURES[arch_name], n1=16, n2=8, channels=1)
     fast, _ = both_models(arch, "same", random_arrays(arch, seed=3))
@@ -168,6 +169,8 @@ def test_training_graph_fuses_relu_gradients_and_the_1x1_backward(arch_name, mas
     assert names.count("BandedCorrMasked") == masked, names
     assert names.count("BandedBackDot") == backdot, names
     assert names.count("BandedCorrGradW") == 3 - 2 * backdot, names
+    # a 1x1 layer's forward pass is made from each band of conv1's output, which is kept
+    assert names.count("BandedCorrDot") == backdot, names
     switches = [n for n in nodes if isinstance(n.op, T.Elemwise) and "Switch" in str(n.op)]
     assert not switches, switches
 

@@ -215,6 +215,8 @@ typedef struct {
     const float *w2, *b2;
     /* a mask (m != NULL, shaped as y): y = m > 0 ? y : 0 */
     const float* m;
+    /* with a fused second layer: where the first layer's output goes too (or NULL) */
+    float* y1;
 } srcnn_fwd_t;
 
 /* Floats of the product scratch Z one band of the forward op needs. */
@@ -252,8 +254,9 @@ static void srcnn_fwd_band(const srcnn_fwd_t* a, int n, int y0, float* S, float*
     const int rows = SRCNN_MIN(a->R, Ho - y0);
     const long KK = (long)K * K * C;
     const float* xn = a->x + (size_t)n * H * W * C;
-    float* yb = a->w2 != NULL ? Z + (srcnn_fwd_zlen(a) + 15) / 16 * 16
-                              : a->y + ((size_t)n * Ho + y0) * Wo * O;
+    float* yb = a->w2 == NULL ? a->y + ((size_t)n * Ho + y0) * Wo * O
+                : a->y1 != NULL ? a->y1 + ((size_t)n * Ho + y0) * Wo * O
+                : Z + (srcnn_fwd_zlen(a) + 15) / 16 * 16;
     if (mode == 0) {
         srcnn_gemm_nn(rows * Wo, O, C, xn + (size_t)y0 * W * C, C, a->w, O, 0.0f, yb, O);
     } else {

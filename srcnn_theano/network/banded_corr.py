@@ -269,7 +269,7 @@ class BandedCorr(_BandedOp):
         b = rest.pop(0) if self.has_bias else None
         m = rest.pop(0) if self.masked else None
         w2, b2 = rest if rest else (None, None)
-        (y,) = outputs
+        y, y1 = outputs[-1], (outputs[0] if len(outputs) == 2 else None)
         fail = sub["fail"]
         cleanup = ("Py_XDECREF(xc_); Py_XDECREF(wc_); Py_XDECREF(bc_); Py_XDECREF(w2c_);"
                    " Py_XDECREF(b2c_); Py_XDECREF(mc_); free(wt_);")
@@ -331,6 +331,8 @@ class BandedCorr(_BandedOp):
         {get_m}
         {second}
         {self._alloc_code(y, "a_.N, a_.Ho, a_.Wo, a_.w2 ? a_.O2 : O", 4, failc)}
+        {self._alloc_code(y1, "a_.N, a_.Ho, a_.Wo, O", 4, failc) if y1 else ""}
+        a_.y1 = {f"(float*)PyArray_DATA({y1})" if y1 else "NULL"};
         a_.mode = srcnn_mode("{self.strategy}", K, C, O, 0);
         const long Wp = a_.Wp, Wo = a_.Wo, KK = (long)K * K * C, TO = (long)K * K * O;
         const long extra_ = a_.w2 ? Wo * (O + a_.O2) * 4 : 0;  /* the fused layer's band */
@@ -368,28 +370,32 @@ class BandedCorrDot(BandedCorr):
     ``y2 = act2(y @ w2 + b2)`` with ``y`` the first layer's ``(N, Ho, Wo, O)``
     output, ``w2`` ``(O, O2)``, ``b2`` ``(O2,)``: each band of ``y`` is made in
     the cache and multiplied there, so the ``O``-channel intermediate (67 MB
-    for 64 channels of a 512x512 image) never goes to memory. Inputs ``x, w,
-    b, w2, b2``; output ``(N, Ho, Wo, O2)``. Made by the graph rewrite
-    :func:`fuse_banded_dot` where nothing else reads ``y`` (prediction; a
-    training graph's gradient reads it), so it needs no gradient.
+    for 64 channels of a 512x512 image) is not read back from memory, and
+    without ``keep`` (prediction: nothing else reads ``y``) not written
+    either. Inputs ``x, w, b, w2, b2``; output ``(N, Ho, Wo, O2)``, or ``y``
+    and it with ``keep`` (training: the gradients read ``y``). Made by the
+    graph rewrite :func:`fuse_banded_dot` after the gradients are built, so
+    it needs none.
     """
 
-    __props__ = BandedCorr.__props__ + ("relu2",)
+    __props__ = BandedCorr.__props__ + ("relu2", "keep")
 
-    def __init__(self, k, pad, edge=False, relu=False, strategy="auto", relu2=False):
+    def __init__(self, k, pad, edge=False, relu=False, strategy="auto", relu2=False, keep=False):
         super().__init__(k, pad, edge, relu, strategy, has_bias=True)
-        self.relu2 = bool(relu2)
+        self.relu2, self.keep = bool(relu2), bool(keep)
 
     def make_node(self, x, w, b, w2, b2):
         node = super().make_node(x, w, b)
         w2, b2 = T.as_tensor_variable(w2), T.as_tensor_variable(b2)
         if w2.type != T.matrix(dtype="float32").type or b2.type != T.vector(dtype="float32").type:
             raise TypeError(f"w2, b2 must be float32 (O, O2) and (O2,), got {w2.type}, {b2.type}")
-        return theano.graph.basic.Apply(self, node.inputs + [w2, b2], [node.outputs[0].type()])
+        outs = [node.outputs[0].type() for _ in range(1 + self.keep)]
+        return theano.graph.basic.Apply(self, node.inputs + [w2, b2], outs)
 
     def infer_shape(self, fgraph, node, shapes):
-        n, h, w, _ = super().infer_shape(fgraph, node, shapes[:3])[0]
-        return [(n, h, w, shapes[3][1])]
+        first = super().infer_shape(fgraph, node, shapes[:3])[0]
+        second = first[:3] + (shapes[3][1],)
+        return [first, second] if self.keep else [second]
 
     def grad(self, inputs, grads):
         raise NotImplementedError("BandedCorrDot is made for prediction graphs only")
@@ -397,19 +403,19 @@ class BandedCorrDot(BandedCorr):
 
 @theano.graph.opt.local_optimizer([BandedCorr])
 def fuse_banded_dot(fgraph, node):
-    """Rewrite ``BandedCorr(k=1)(BandedCorr(x, w, b), w2, b2)`` as one :class:`BandedCorrDot`
-    where the inner output has no other reader."""
+    """Rewrite ``BandedCorr(k=1)(BandedCorr(x, w, b), w2, b2)`` as one :class:`BandedCorrDot`,
+    which also gives the inner output (``keep``) where something else reads it."""
     op = node.op
     if type(op) is not BandedCorr or op.k != 1 or not op.has_bias:
         return False
     inner = node.inputs[0].owner
     if inner is None or type(inner.op) is not BandedCorr or not inner.op.has_bias:
         return False
-    if len(fgraph.clients[node.inputs[0]]) != 1:
-        return False
+    keep = len(fgraph.clients[node.inputs[0]]) > 1
     fused = BandedCorrDot(inner.op.k, inner.op.pad, inner.op.edge, inner.op.relu,
-                          inner.op.strategy, relu2=op.relu)
-    return [fused(*inner.inputs, *node.inputs[1:])]
+                          inner.op.strategy, relu2=op.relu, keep=keep)
+    outs = fused(*inner.inputs, *node.inputs[1:], return_list=True)
+    return {node.outputs[0]: outs[-1], node.inputs[0]: outs[0]} if keep else [outs[0]]
 
 
 # After the graph is merged (position 49), before in-place rewrites (49.5), in FAST_RUN.
