@@ -69,13 +69,14 @@ def splice(text, marker, block, path="README.md"):
 
 
 def speed_blocks():
-    """(README's short speed table, docs/speed.md's full one), each with its "Produced by" line."""
+    """(README's speed table, docs/speed.md's): the same table, each with its "Produced by" line."""
     from srcnn_theano.apps.plots import read_speed
     from srcnn_theano.apps.tables import speed_markdown
 
     speed = read_speed(os.path.join(RESULTS, "speed.json"))
-    tail = f"\n\nProduced by `{COMMAND} --speed` from `benchmarks/results/speed.json`."
-    return speed_markdown(speed, full=False) + tail, speed_markdown(speed, full=True) + tail
+    block = (speed_markdown(speed) + f"\n\nProduced by `{COMMAND} --speed` from "
+             "`benchmarks/results/speed.json`.")
+    return block, block
 
 
 def rewrite(path, edit):

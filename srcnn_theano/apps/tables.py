@@ -137,30 +137,24 @@ def to_tex(rows, protocol="matlab"):
     return "\n".join(lines) + "\n"
 
 
-def speed_markdown(speed, full=True):
+def speed_markdown(speed):
     """The speed table of the speed file (:func:`srcnn_theano.apps.plots.read_speed`), Markdown.
 
-    ``full``: per architecture, predict and training step, ours, PyTorch's,
-    the ratio, our GFLOP/s and its share of the machine's float32
-    matrix-product rate (the row's ``sgemm_gflops``, timed with it, else the
-    file's); otherwise only the times and ratios. A caption
-    names the CPU and how the numbers were measured.
+    Per architecture, predict and training step: ours, PyTorch's, the
+    ratio, our GFLOP/s and its share of the machine's float32
+    matrix-product rate (the row's ``sgemm_gflops``, timed with it, else
+    the file's). A caption names the CPU and how the numbers were measured.
     """
     rate = speed["sgemm_gflops"]
-    if full:
-        lines = ["| arch | predict, ours | PyTorch | ratio | GFLOP/s | % of sgemm | train step, ours | "
-                 "PyTorch | ratio | GFLOP/s | % of sgemm |",
-                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    else:
-        lines = ["| arch | predict, ours | PyTorch | ratio | train step, ours | PyTorch | ratio |",
-                 "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| arch | predict, ours | PyTorch | ratio | GFLOP/s | % of sgemm | train step, ours | "
+             "PyTorch | ratio | GFLOP/s | % of sgemm |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in speed["rows"]:
         cells = [r["arch"]]
         for ours, theirs, gflops in (("predict_ms", "pytorch_predict_ms", "predict_gflops"),
                                      ("train_step_ms", "pytorch_train_step_ms", "train_gflops")):
-            cells += [f"{r[ours]:.1f} ms", f"{r[theirs]:.1f} ms", f"{r[ours] / r[theirs]:.2f}"]
-            if full:
-                cells += [f"{r[gflops]:.0f}", f"{100 * r[gflops] / r.get('sgemm_gflops', rate):.0f}%"]
+            cells += [f"{r[ours]:.1f} ms", f"{r[theirs]:.1f} ms", f"{r[ours] / r[theirs]:.2f}",
+                      f"{r[gflops]:.0f}", f"{100 * r[gflops] / r.get('sgemm_gflops', rate):.0f}%"]
         lines.append("| " + " | ".join(cells) + " |")
     pytorch = speed.get("pytorch", "PyTorch, CPU")
     lines += ["", f"{speed['cpu']}; float32 matrix product (sgemm) {rate:.0f} GFLOP/s. Ratio: ours / "
