@@ -13,9 +13,9 @@ Three fresh processes, run in turn (A B C C B A ..., after one warm-up each):
              already built the predictor.
 
 ``network_plain``  the same, in a process that has not imported
-             :mod:`srcnn_theano.apps.upscale` (which shortens OpenBLAS's
-             idle-thread spin, ``OPENBLAS_THREAD_TIMEOUT``): the network
-             with OpenBLAS's defaults.
+             :mod:`srcnn_theano.apps.upscale` (which shortens the BLAS's and
+             OpenMP's idle-thread spin, :func:`srcnn_theano.cores.short_idle_spin`):
+             the network with the libraries' defaults.
 
 Reported: medians, the median of the per-run ratios command / network (the
 network's time: the faster of its two settings in that run; the

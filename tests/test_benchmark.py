@@ -320,3 +320,18 @@ def test_benchmark_command_plots_unless_told_not_to(tmp_path, monkeypatch, capsy
     status = cli.main(args + (["--no-plot"] if no_plot else []))
     assert (status == 2) is not no_plot
     assert (out / "benchmark.png").read_bytes() == b"mine"
+
+
+@pytest.mark.slow
+def test_commands_with_threads_of_their_own_shorten_idle_spin():
+    """psnr-table and upscale run threads beside the network: importing them sets the BLAS's
+    and OpenMP's idle spin short (before those libraries load); the environment wins."""
+    code = ("import os, srcnn_theano.apps.benchmark, srcnn_theano.apps.upscale; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.stdout.split() == ["20000", "18"], out.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, GOMP_SPINCOUNT="7"),
+                         capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["7", "18"], out.stderr[-2000:]

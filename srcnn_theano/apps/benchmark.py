@@ -31,6 +31,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from srcnn_theano.apps import tables
+from srcnn_theano.cores import short_idle_spin
 from srcnn_theano.errors import SRCNNError
 from srcnn_theano.evaluation.datasets import find_datasets
 from srcnn_theano.evaluation.pairing import pair
@@ -45,6 +46,7 @@ from srcnn_theano.network.inference import Predictor
 from srcnn_theano.network.weights import load, load_default, pretrained_path
 
 OURS = "ours 9-1-5 (T91)"
+short_idle_spin()  # idle BLAS/OpenMP threads would hold the core the scorer thread needs
 
 
 def note(message):
@@ -88,7 +90,34 @@ def _identity(y):
 
 
 #: SR images waiting to be scored while the network runs on the next ones.
-PENDING = 2
+PENDING = 4
+
+
+class _Scorer:
+    """A one-thread pool that scores SR images while the caller runs the network on the
+    next ones (across methods and sets: the network never waits for a set's last scores),
+    at most :data:`PENDING` waiting; :meth:`rows` gives every row in submission order."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(1)   # one thread for the whole run: one malloc arena
+        self._items, self._waiting = [], collections.deque()
+
+    def submit(self, fn, *args):
+        while len(self._waiting) >= PENDING:
+            self._waiting.popleft().result()
+        future = self._pool.submit(fn, *args)
+        self._items.append(future)
+        self._waiting.append(future)
+
+    def add(self, rows):
+        """Rows made in this thread, in their place among the scored ones."""
+        self._items.append(rows)
+
+    def rows(self):
+        return [r for item in self._items for r in (item if isinstance(item, list) else item.result())]
+
+    def close(self):
+        self._pool.shutdown()
 
 
 def _score_srcnn(img, name, gt8, bic, sr, lr, scale, method, protocols, dataset, border):
@@ -109,14 +138,10 @@ def _score_srcnn(img, name, gt8, bic, sr, lr, scale, method, protocols, dataset,
 
 def _srcnn_rows(images, inputs, scale, predictor, method, lrs, protocols, dataset, border, scorer):
     """Run ``predictor`` on each image's bicubic Y (``inputs``: ``(gt8, bic)`` per image) in
-    this thread; ``scorer`` (a one-thread pool) scores each result meanwhile. Rows in image order."""
-    rows, pending = [], collections.deque()
+    this thread and hand each result to ``scorer`` (:class:`_Scorer`)."""
     for (name, img), (_, lr), (gt8, bic) in zip(images, lrs, inputs):
-        if len(pending) >= PENDING:
-            rows += pending.popleft().result()
-        pending.append(scorer.submit(_score_srcnn, img, name, gt8, bic, predictor(bic), lr, scale,
-                                     method, protocols, dataset, border))
-    return rows + [r for f in pending for r in f.result()]
+        scorer.submit(_score_srcnn, img, name, gt8, bic, predictor(bic), lr, scale, method,
+                      protocols, dataset, border)
 
 
 def _method_rows(images, sr_paths, scale, method, protocols, dataset):
@@ -174,8 +199,7 @@ def run_benchmark(data_dirs, scales=(2, 3, 4), authors_dir=None, progress=True, 
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise SRCNNError(f"two sets are named {dup[0]}: rename one (results are found by set name)")
-    rows, used = [], set()
-    scorer = ThreadPoolExecutor(1)  # one thread for the whole run: one malloc arena
+    used, scorer = set(), _Scorer()
     try:
         for scale in scales:
             models = authors_models(authors_dir, scale, archs) if authors_dir else []
@@ -205,8 +229,8 @@ def run_benchmark(data_dirs, scales=(2, 3, 4), authors_dir=None, progress=True, 
                         print(f"benchmark {ds.name} x{scale}: {method}", file=sys.stderr)
                     weights = None if method == "bicubic" else load_default(scale) if path is None else load(path)
                     predictor = _identity if weights is None else Predictor(weights)
-                    rows += _srcnn_rows(images, inputs, scale, predictor, method, lrs, protocols,
-                                        ds.name, imresize_border, scorer)
+                    _srcnn_rows(images, inputs, scale, predictor, method, lrs, protocols,
+                                ds.name, imresize_border, scorer)
                 for method, root in methods:
                     folder = os.path.join(root, ds.name, f"x{scale}")
                     if not os.path.isdir(folder):
@@ -216,9 +240,10 @@ def run_benchmark(data_dirs, scales=(2, 3, 4), authors_dir=None, progress=True, 
                     if progress:
                         print(f"benchmark {ds.name} x{scale}: {method} ({folder})", file=sys.stderr)
                     sr_paths = pair(hr_paths, list_images(folder), "SR", folder)
-                    rows += _method_rows(images, sr_paths, scale, method, protocols, ds.name)
+                    scorer.add(_method_rows(images, sr_paths, scale, method, protocols, ds.name))
+        rows = scorer.rows()
     finally:
-        scorer.shutdown()
+        scorer.close()
     for method, root in methods:
         if method not in used:
             raise SRCNNError(f"--method {method}: no results in {root} (expected {root}/<dataset>/"

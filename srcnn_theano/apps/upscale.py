@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from srcnn_theano.cores import usable_cores
+from srcnn_theano.cores import short_idle_spin, usable_cores
 from srcnn_theano.errors import OutputExistsError, SRCNNError
 from srcnn_theano.files import check_outputs, same_file
 from srcnn_theano.image.io import DEFAULT_JPEG_QUALITY, expand_inputs, image_writer, read_photo
@@ -41,13 +41,7 @@ from srcnn_theano.network.inference import Predictor
 from srcnn_theano.image.ycbcr import rgb2ycbcr, ycbcr2rgb
 
 LR_TILE = 256  #: low-resolution pixels per tile side (x2: the network's 512-pixel tile)
-#: OpenBLAS's idle threads spin for 2**28 cycles (0.1 s) before they sleep: after every
-#: network call one of them would take a core from the numpy threads and the PNG thread.
-#: 2**18 cycles (0.1 ms) instead: the whole command is ~10% faster (benchmarks/README.md).
-#: Read when OpenBLAS loads (with the first compiled function), so set on import; a
-#: value in the environment wins.
-OPENBLAS_THREAD_TIMEOUT = "18"
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_THREAD_TIMEOUT)
+short_idle_spin()  # idle BLAS/OpenMP threads would hold the cores the numpy and PNG threads need
 
 
 def _to_planes(f):
