@@ -423,62 +423,6 @@ static void srcnn_gw_band(const srcnn_gw_t* a, int n, int y0, const float* gb, f
     }
 }
 
-/* Every band of the weight gradient, each thread adding into its own sums, which are then
-   added in thread order (the same order in every run: the result is deterministic). */
-static int srcnn_gw_run(const srcnn_gw_t* a, float* dwd, float* dbd) {
-    const int nb = (a->Ho + a->R - 1) / a->R, units = a->N * nb;
-    const int K = a->K, C = a->C, O = a->O;
-    const size_t KK = (size_t)K * K * C, out_len = KK * O;
-    size_t s_len, z_len, g_len;
-    srcnn_gw_sizes(a, &s_len, &z_len, &g_len);
-    int nth = srcnn_threads();
-    if (nth > units) nth = units > 0 ? units : 1;
-    float* sums = srcnn_alloc(out_len * nth);
-    double* accs = (double*)calloc((size_t)O * nth + 1, sizeof(double));
-    if (sums == NULL || accs == NULL) { free(sums); free(accs); return -1; }
-    memset(sums, 0, out_len * nth * sizeof(float));
-    int err = 0;
-    #pragma omp parallel num_threads(nth) if(nth > 1)
-    {
-        const int tid = omp_get_thread_num(), many = omp_get_num_threads() > 1;
-        const int prev = many ? srcnn_blas_local(1) : 0;
-        float* S = s_len ? srcnn_alloc(s_len) : NULL;
-        float* Z = z_len ? srcnn_alloc(z_len) : NULL;
-        float* G = g_len ? srcnn_alloc(g_len) : NULL;
-        const int ok = !((s_len && S == NULL) || (z_len && Z == NULL) || (g_len && G == NULL));
-        if (!ok) {
-            #pragma omp atomic write
-            err = -1;
-        }
-        float* mine = sums + out_len * tid;
-        if (ok && a->mode == 3) memset(Z, 0, z_len * sizeof(float));
-        #pragma omp for schedule(static)
-        for (int u = 0; u < units; ++u)
-            if (ok) srcnn_gw_band(a, u / nb, (u % nb) * a->R,
-                                  a->g + ((size_t)(u / nb) * a->Ho + (u % nb) * a->R) * a->Wo * O,
-                                  S, Z, G, mine, accs + (size_t)O * tid);
-        if (ok && a->mode == 3) {  /* dw[t*C + c, o] = Zt[t*O + o, c] */
-            for (int t = 0; t < K * K; ++t)
-            for (int c = 0; c < C; ++c)
-            for (int o = 0; o < O; ++o) mine[((size_t)t * C + c) * O + o] = Z[((size_t)t * O + o) * C + c];
-        }
-        free(S); free(Z); free(G);
-        if (many) srcnn_blas_local(prev);
-    }
-    if (err == 0) {
-        memcpy(dwd, sums, out_len * sizeof(float));
-        for (int t = 1; t < nth; ++t)
-            for (size_t i = 0; i < out_len; ++i) dwd[i] += sums[out_len * t + i];
-        for (int o = 0; o < O; ++o) {
-            double s = 0.0;
-            for (int t = 0; t < nth; ++t) s += accs[(size_t)O * t + o];
-            dbd[o] = (float)s;
-        }
-    }
-    free(sums); free(accs);
-    return err;
-}
-
 /* ---- a 1x1 layer's backward pass and the weight gradient of the layer before it ---- */
 typedef struct {
     srcnn_gw_t c1;             /* the first layer's weight gradient (its g unused) */
@@ -489,8 +433,10 @@ typedef struct {
 
 /* dw2 (O1 x O2) = y1^T g2 and db2 = sum g2 (the 1x1 layer); g1 = (g2 w2t) where y1 > 0,
    band by band in the cache, and from it dw1, db1 (the first layer, srcnn_gw_band): the
-   O1-channel g1 is never written out. Per-thread sums added in thread order, as
-   srcnn_gw_run. 0, or -1 out of memory. */
+   O1-channel g1 is never written out. Without g2 (O2 = 0): the first layer's weight
+   gradient alone, of its own g (srcnn_gw_run). Each thread adds into its own sums, which
+   are then added in thread order (the same order in every run: the result is
+   deterministic). 0, or -1 out of memory. */
 static int srcnn_bd_run(const srcnn_bd_t* a, float* dw1, float* db1, float* dw2, float* db2) {
     const srcnn_gw_t* c1 = &a->c1;
     const int nb = (c1->Ho + c1->R - 1) / c1->R, units = c1->N * nb;
@@ -498,7 +444,7 @@ static int srcnn_bd_run(const srcnn_bd_t* a, float* dw1, float* db1, float* dw2,
     const size_t len1 = (size_t)K * K * C * O1, len2 = (size_t)O1 * O2, per = len1 + len2;
     size_t s_len, z_len, g_len;
     srcnn_gw_sizes(c1, &s_len, &z_len, &g_len);
-    const size_t b_len = (size_t)c1->R * Wo * O1;
+    const size_t b_len = a->g2 != NULL ? (size_t)c1->R * Wo * O1 : 0;
     int nth = srcnn_threads();
     if (nth > units) nth = units > 0 ? units : 1;
     float* sums = srcnn_alloc(per * nth);
@@ -513,9 +459,9 @@ static int srcnn_bd_run(const srcnn_bd_t* a, float* dw1, float* db1, float* dw2,
         float* S = s_len ? srcnn_alloc(s_len) : NULL;
         float* Z = z_len ? srcnn_alloc(z_len) : NULL;
         float* G = g_len ? srcnn_alloc(g_len) : NULL;
-        float* B = srcnn_alloc(b_len);
+        float* B = b_len ? srcnn_alloc(b_len) : NULL;
         const int ok = !((s_len && S == NULL) || (z_len && Z == NULL) || (g_len && G == NULL)
-                         || B == NULL);
+                         || (b_len && B == NULL));
         if (!ok) {
             #pragma omp atomic write
             err = -1;
@@ -528,6 +474,10 @@ static int srcnn_bd_run(const srcnn_bd_t* a, float* dw1, float* db1, float* dw2,
             if (!ok) continue;
             const int n = u / nb, y0 = (u % nb) * c1->R, rows = SRCNN_MIN(c1->R, Ho - y0);
             const size_t off = ((size_t)n * Ho + y0) * Wo, cnt = (size_t)rows * Wo;
+            if (a->g2 == NULL) {
+                srcnn_gw_band(c1, n, y0, c1->g + off * O1, S, Z, G, mine1, acc1);
+                continue;
+            }
             const float *gb2 = a->g2 + off * O2, *yb1 = a->y1 + off * O1;
             srcnn_gemm_tn(O1, O2, (int)cnt, yb1, O1, gb2, O2, 1.0f, mine2, O2);
             srcnn_colsum(gb2, cnt, O2, acc2);
@@ -545,7 +495,7 @@ static int srcnn_bd_run(const srcnn_bd_t* a, float* dw1, float* db1, float* dw2,
     }
     if (err == 0) {
         memcpy(dw1, sums, len1 * sizeof(float));
-        memcpy(dw2, sums + len1, len2 * sizeof(float));
+        if (len2) memcpy(dw2, sums + len1, len2 * sizeof(float));
         for (int t = 1; t < nth; ++t) {
             for (size_t i = 0; i < len1; ++i) dw1[i] += sums[per * t + i];
             for (size_t i = 0; i < len2; ++i) dw2[i] += sums[per * t + len1 + i];
@@ -558,4 +508,11 @@ static int srcnn_bd_run(const srcnn_bd_t* a, float* dw1, float* db1, float* dw2,
     }
     free(sums); free(accs);
     return err;
+}
+
+/* The weight gradient of one layer (srcnn_bd_run without a second layer). */
+static int srcnn_gw_run(const srcnn_gw_t* a, float* dwd, float* dbd) {
+    srcnn_bd_t b;
+    b.c1 = *a; b.y1 = NULL; b.g2 = NULL; b.w2t = NULL; b.O2 = 0;
+    return srcnn_bd_run(&b, dwd, dbd, NULL, NULL);
 }
