@@ -20,9 +20,9 @@ input, one band and a few tiles; :func:`upscale_image` assembles the array.
 
 Speed on a few cores: the network runs on one tile after another while
 threads prepare the next tiles (colour conversion, bicubic) and finish the
-last ones (back to RGB, rounding): numpy, the network's own shift loops and
-the PNG encoder all release the GIL, so this work fills the core that the
-network's single-threaded phases leave idle.
+last ones (back to RGB, rounding): numpy, the network's band loops and the
+PNG encoder all release the GIL, and the network's band threads take fewer
+bands while a core is busy with this work.
 """
 import collections
 import math
@@ -117,9 +117,9 @@ def _upscale_bands(src, scale, predictor, tile, prepare, finish, dtype, threads=
     maps the enlarged planes to ``dtype`` and the output's channels. The
     network runs on the tiles in order, in this thread; the numpy stages
     (prepare and bicubic of the next ``threads`` tiles, finishing the ones
-    done) run meanwhile on a thread pool: numpy and the network's shift
-    loops (:mod:`srcnn_theano.network.banded_corr`) release the GIL, so they
-    use the core the network's single-threaded phases leave idle.
+    done) run meanwhile on a thread pool: numpy and the network's band
+    loops (:mod:`srcnn_theano.network.banded_corr`) release the GIL, and the
+    band threads share the cores with this work.
     """
     h, w = src.shape[:2]
     border = predictor.model.border
