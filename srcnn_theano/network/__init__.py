@@ -2,7 +2,7 @@
 
 Modules::
 
-    banded_corr the CPU correlation ops: pixel-major bands sized for the cache, BLAS products
+    banded_corr the CPU correlation ops: pixel-major bands sized for the cache, fused layers
     model       SRCNN as Lasagne layers, architectures, padding modes
     functions   compiled predict/train/val functions, SGD and Adam, Caffe's loss
     cache       what a new process would rebuild, kept on disk (cache keys, pickled functions)
