@@ -1,12 +1,13 @@
-"""Speed benchmark: ``python -m srcnn_theano bench [--size N] [--json]``.
+"""Speed benchmark: ``python -m srcnn_theano speed [--arch F1-F2-F3] [--filters N1,N2] [--json]``
+(``bench`` is its other name).
 
-Two measurements, each the median of several timed runs after warm-up:
+Two measurements, each the median of several timed runs after warm-up, of
+any architecture (default 9-1-5, 64/32 filters):
 
 ``predict``
     :class:`~srcnn_theano.network.inference.Predictor` (the library's own path, with
     its default tiling: tiles of 512, so 512x512 is one call) on one
-    ``size x size`` single-channel image, 9-1-5 (64/32 filters), ``same``
-    padding.
+    ``size x size`` single-channel image, ``same`` padding.
 ``train_step``
     One :class:`~srcnn_theano.network.functions.Trainer` step (SGD with momentum 0.9,
     MSE loss) on 64 patches of 33x33, ``same`` padding.
@@ -16,16 +17,19 @@ prediction ``2 * H * W * sum(O * C * f * f)`` and for a training step the
 forward pass, the weight gradients of all three layers and the input
 gradients of layers 2 and 3 (3 + 3 + 2 passes), over the median time. The
 tile margins recomputed by tiling are not counted: the figure is useful
-work per second. ``peak_gflops_est`` is the machine's nominal float32 peak
-(cores x clock x FMA lanes) as read from ``/proc/cpuinfo``; see
-:func:`cpu_info`.
+work per second. Each is also given as a fraction of the machine's float32
+matrix-product rate through the BLAS Theano links, measured in the same
+process (:func:`sgemm_gflops`): the share carries from one CPU to another.
+``peak_gflops_est`` is the machine's nominal float32 peak (cores x clock x
+FMA lanes) as read from ``/proc/cpuinfo``; see :func:`cpu_info`.
 
 With ``--json`` the last line printed is one JSON object::
 
-    {"predict_s": ..., "train_step_s": ..., "predict_gflops": ..., ...}
+    {"predict_s": ..., "train_step_s": ..., "predict_gflops": ..., "sgemm_gflops": ...,
+     "predict_sgemm_fraction": ..., "train_sgemm_fraction": ..., ...}
 
-:func:`build_predict` and :func:`build_train` are also what
-``benchmarks/theano_worker.py`` (the Theano timing server of
+:func:`build_predict`, :func:`build_train` and :func:`build_sgemm` are also
+what ``benchmarks/theano_worker.py`` (the Theano timing server of
 ``benchmarks/compare_pytorch.py``) times.
 """
 import json
