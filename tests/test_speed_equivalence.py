@@ -175,20 +175,31 @@ def test_training_graph_fuses_relu_gradients_and_the_1x1_layer(arch_name, masked
     assert not switches, switches
 
 
-def test_fused_backward_equals_the_separate_ops_over_several_bands():
-    """BandedBackDot's four gradients equal those of the unfused graph (BandedCorrMasked and
-    two BandedCorrGradW) on images of several bands each, to float32 rounding."""
-    arch = dict(ARCHITECTURES["9-1-5"], n1=16, n2=8, channels=1)
-    model = SRCNN(**arch, padding="same")
+FUSING_REWRITES = ("srcnn_fuse_banded_dot", "srcnn_fuse_relu_mask", "srcnn_fuse_backward_dot")
+
+
+@pytest.mark.parametrize("arch_name,padding,fused", [
+    ("9-1-5", "same", True), ("9-1-5", "valid", True), ("9-1-5", "replicate", True),
+    ("9-3-5", "same", True),
+    ("9-3-5", "replicate", False),   # the edge padding's gradient sits between: nothing to fuse
+])
+def test_fused_training_graph_equals_the_separate_ops_over_several_bands(arch_name, padding, fused):
+    """The loss and every gradient of the fused graph (BandedCorrDot keeping conv1's output,
+    BandedCorrMasked, BandedBackDot) equal those of the graph without the fusing rewrites,
+    on images of several bands each, to float32 rounding."""
+    arch = dict(ARCHITECTURES[arch_name], n1=16, n2=8, channels=1)
+    model = SRCNN(**arch, padding=padding)
     model.set_weights(random_arrays(arch, seed=9))
     x = np.random.RandomState(10).rand(2, 1, 160, 70).astype("float32")
     loss = T.sum(T.sqr(model.get_output()))
-    grads = theano.grad(loss, model.params)
-    plain = theano.compile.mode.get_default_mode().excluding("srcnn_fuse_backward_dot")
-    fused_fn = theano.function([model.input_var], grads)
-    plain_fn = theano.function([model.input_var], grads, mode=plain)
-    assert "BandedBackDot" in [type(n.op).__name__ for n in fused_fn.maker.fgraph.toposort()]
-    assert "BandedBackDot" not in [type(n.op).__name__ for n in plain_fn.maker.fgraph.toposort()]
+    outs = [loss] + theano.grad(loss, model.params)
+    plain = theano.compile.mode.get_default_mode().excluding(*FUSING_REWRITES)
+    fused_fn = theano.function([model.input_var], outs)
+    plain_fn = theano.function([model.input_var], outs, mode=plain)
+    fused_ops = {type(n.op).__name__ for n in fused_fn.maker.fgraph.toposort()}
+    plain_ops = {type(n.op).__name__ for n in plain_fn.maker.fgraph.toposort()}
+    fused_kinds = {"BandedCorrDot", "BandedCorrMasked", "BandedBackDot"}
+    assert not plain_ops & fused_kinds and bool(fused_ops & fused_kinds) == fused, fused_ops
     for a, b in zip(fused_fn(x), plain_fn(x)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
         assert np.abs(b).max() > 0
