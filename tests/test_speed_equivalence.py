@@ -205,6 +205,42 @@ def test_fused_training_graph_equals_the_separate_ops_over_several_bands(arch_na
         assert np.abs(b).max() > 0
 
 
+def _numpy_srcnn(x, arrays):
+    """float64 forward of a 'same'-padded SRCNN (x (N, C, H, W)), correlations by scipy."""
+    h = x
+    for i in (1, 2, 3):
+        w, b = arrays[f"conv{i}.W"].astype(np.float64), arrays[f"conv{i}.b"].astype(np.float64)
+        h = scipy_corr(h, w, "same") + b[None, :, None, None]
+        if i < 3:
+            h = np.maximum(h, 0)
+    return h
+
+
+@pytest.mark.parametrize("arch_name", ["9-1-5", "9-3-5", "9-5-5"])
+def test_training_gradients_match_finite_differences(arch_name):
+    """The compiled training graph's gradients (every fusing rewrite on) against central
+    differences of a float64 numpy forward, for a weight of every layer and conv1's bias."""
+    arch = dict(ARCHITECTURES[arch_name], n1=6, n2=5, channels=1)
+    arrays = random_arrays(arch, seed=11, scale=1.0)
+    model = SRCNN(**arch, padding="same")
+    model.set_weights(arrays)
+    rng = np.random.RandomState(12)
+    x = rng.rand(2, 1, 14, 13).astype("float32")
+    g = rng.randn(2, 1, 14, 13)
+    loss = T.sum(model.get_output() * g.astype("float32"))
+    grads = dict(zip([p.name for p in model.params],
+                     theano.function([model.input_var], theano.grad(loss, model.params))(x)))
+    eps = 1e-6   # float64 differences; small enough that no ReLU changes side
+    for key, idx in (("conv1.W", (2, 0, 4, 3)), ("conv1.b", (1,)), ("conv2.W", (3, 2, 0, 0)),
+                     ("conv3.W", (0, 4, 1, 2))):
+        up, down = dict(arrays), dict(arrays)
+        up[key], down[key] = arrays[key].astype(np.float64), arrays[key].astype(np.float64)
+        up[key][idx] += eps
+        down[key][idx] -= eps
+        numeric = ((_numpy_srcnn(x, up) * g).sum() - (_numpy_srcnn(x, down) * g).sum()) / (2 * eps)
+        assert grads[key][idx] == pytest.approx(numeric, rel=2e-3, abs=2e-3), key
+
+
 def test_gradients_equal_for_every_parameter():
     arch = dict(ARCHITECTURES["9-5-5"], n1=6, n2=5, channels=2)
     arrays = random_arrays(arch, seed=5)
