@@ -105,15 +105,15 @@ static int srcnn_mode(const char* strategy, int K, int C, int O, int grad) {
    one AVX-512 register, two AVX ones or four SSE ones. */
 typedef float srcnn_v16 __attribute__((vector_size(64), aligned(4)));
 
-typedef float srcnn_v8 __attribute__((vector_size(32)));
-typedef float srcnn_v4 __attribute__((vector_size(16)));
-
-/* The 16 lanes' sum, halves added pairwise (a tree: 4 dependent adds, not 16). */
+/* The 16 lanes' sum, halves added pairwise (a tree: 4 dependent adds, not 16). Plain
+   arrays, not __builtin_shufflevector (GCC 12 and later only): compilers turn this into
+   shuffles. */
 static inline float srcnn_hsum(srcnn_v16 v) {
-    srcnn_v8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7)
-                 + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-    srcnn_v4 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
-    return (q[0] + q[2]) + (q[1] + q[3]);
+    float a[16], h[8];
+    memcpy(a, &v, sizeof a);
+    for (int l = 0; l < 8; ++l) h[l] = a[l] + a[l + 8];
+    for (int l = 0; l < 4; ++l) h[l] = h[l] + h[l + 4];
+    return (h[0] + h[2]) + (h[1] + h[3]);
 }
 
 /* Direct (few output channels, conv3): output pixel (r, j), channel o is the sum over dy
