@@ -60,6 +60,7 @@ CACHE_VERSION = 1
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Project modules whose code shapes a compiled graph (their source is in the key).
 GRAPH_SOURCES = ("backend.py", "gpu.py", "network/banded_corr.py", "network/banded_corr.c",
+                 "network/fused_corr.py",
                  "network/model.py", "network/functions.py", "network/cache.py")
 
 #: Where the last :func:`load_or_build` got its object: ``'disk'`` or ``'built'``.

@@ -43,6 +43,7 @@ How the correlations are computed (``impl``)
 import numpy as np
 
 from srcnn_theano.backend import T, lasagne, on_gpu, theano
+from srcnn_theano.network import fused_corr  # noqa: F401  (registers the fusing rewrites)
 from srcnn_theano.network.banded_corr import BandedCorr, weight_matrix
 
 ARCHITECTURES = {
