@@ -28,6 +28,12 @@ Shims, for PyPI's Lasagne 0.1 (2015) on Theano-PyMC 1.1.2:
   string (``tensor/elemwise.py``), which emits invalid C when
   ``openmp=True``; :func:`_patch_elemwise_openmp` fixes it in memory.
 
+Start-up: Theano imports ``scipy.stats`` (0.1 s of every command's start)
+only for one scalar op's Python fallback (``chi2sf``), which no SRCNN graph
+holds. :func:`_import_theano` lets that import find a placeholder and
+removes it afterwards, so the first real use of ``scipy.stats`` (scipy's
+own lazy submodule loading) imports it then.
+
 Memory allocator (glibc only): :func:`keep_freed_memory` raises malloc's
 mmap and trim thresholds, so that the large arrays Theano allocates and
 frees at every call (im2col buffers, activations: megabytes each) are
@@ -128,9 +134,24 @@ else:
 
     _gpu.prepare_environment()
 
+
+
+def _import_theano():
+    """``import theano`` with ``scipy.stats`` left unimported (see the module docstring)."""
+    placeholder = None
+    if "scipy.stats" not in sys.modules:
+        placeholder = sys.modules["scipy.stats"] = types.ModuleType("scipy.stats")
+    try:
+        import theano
+    finally:
+        if placeholder is not None and sys.modules.get("scipy.stats") is placeholder:
+            del sys.modules["scipy.stats"]
+    return theano
+
+
 # Theano warns at every import that it uses numpy's BLAS; that choice is ours and documented.
 logging.getLogger("theano.tensor.blas").setLevel(logging.ERROR)
-import theano  # noqa: E402
+theano = _import_theano()
 import theano.tensor as T  # noqa: E402
 
 theano._srcnn_configured = True

@@ -1,9 +1,8 @@
-"""The fast imresize computes exactly what the tap-by-tap gather computes, bit for bit.
+"""imresize (its passes in C) computes exactly what the tap-by-tap numpy gather computes.
 
 ``reference_imresize`` below is the straightforward form (MATLAB's
 ``imresizemex`` order: for each output sample, taps summed j = 0, 1, ...;
-each tap one fancy-indexed gather of folded indices), as the project had it
-before the phase/slice vectorisation. Every case must give identical bits
+each tap one fancy-indexed gather of folded indices). Every case must give identical bits
 (``array_equal`` and the same signs of zeros), dtype and shape.
 """
 import itertools
@@ -83,26 +82,8 @@ def test_bit_for_bit_equal_to_the_gather_form(shape, dtype):
         assert np.array_equal(np.signbit(got), np.signbit(want)), kwargs
 
 
-def test_phases_are_slices_for_integer_scales():
-    """At x2/x3/x4 the index pattern repeats every `scale` outputs (the fast path)."""
-    for s in (2, 3, 4):
-        _, raw = ir._weights_raw_indices(300, 300 * s, s)
-        assert ir._period(raw[:, 0]) == s
-
-
 def test_degrade_of_a_photo_sized_image_is_exact():
     img = _image((120, 96), np.float64, seed=7)
     small = reference_imresize(img, scale=1 / 3)
     want = reference_imresize(small, output_shape=img.shape)
     assert np.array_equal(ir.degrade(img, 3), want)
-
-
-def test_enlarging_takes_the_contiguous_last_axis_path(monkeypatch):
-    """x2/x3/x4 run the last axis through ``_last_axis_phase`` (the cases above check its bits)."""
-    calls = []
-    real = ir._last_axis_phase
-    monkeypatch.setattr(ir, "_last_axis_phase", lambda *a: calls.append(1) or real(*a))
-    for s in (2, 3, 4):
-        calls.clear()
-        ir.imresize(_image((17, 23, 3), np.float64, seed=s), scale=s)
-        assert len(calls) == s        # one call per output phase

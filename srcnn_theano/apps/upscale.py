@@ -113,8 +113,9 @@ def _upscale_bands(src, scale, predictor, tile, prepare, finish, dtype, threads=
     """The pipeline, tile by tile: yields the output's bands of rows (one per row of
     tiles), ``(bh * scale, w * scale[, C])`` of ``dtype``, top to bottom.
 
-    ``prepare(src_tile)`` gives float planes (Y/gray first); ``finish(keep)``
-    maps the enlarged planes to ``dtype`` and the output's channels. The
+    ``prepare(src_tile)`` gives float planes (Y/gray first); ``finish(keep, out)``
+    maps the enlarged planes to ``dtype`` and the output's channels, written
+    into ``out``, the tile's part of the band. The
     network runs on the tiles in order, in this thread; the numpy stages
     (prepare and bicubic of the next ``threads`` tiles, finishing the ones
     done) run meanwhile on a thread pool: numpy and the network's band
@@ -140,11 +141,7 @@ def _upscale_bands(src, scale, predictor, tile, prepare, finish, dtype, threads=
         keep, _, (oy, ox) = staged
         _, _, _, _, _, left, bh, bw = t
         keep[..., 0] = y[oy:oy + bh * scale, ox:ox + bw * scale]
-        done, part = finish(keep), band[:, left * scale:(left + bw) * scale]
-        if done.ndim == 2:
-            part[...] = done
-        for c in range(done.shape[2] if done.ndim == 3 else 0):
-            part[..., c] = done[..., c]   # plane by plane: numpy copies long rows
+        finish(keep, band[:, left * scale:(left + bw) * scale])
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="srcnn-upscale") as pool:
         staged = collections.deque(pool.submit(enlarge, t) for t in grid[:threads])
@@ -170,9 +167,11 @@ def upscale_float(planes, scale, predictor, tile=LR_TILE):
     Returns (h*scale, w*scale, C) float64, not clipped; with ``tile=None``
     in one piece. Used to check that tiling changes nothing.
     """
-    same = lambda a: a  # noqa: E731
-    return np.concatenate(list(_upscale_bands(planes, scale, predictor, tile, same, same,
-                                              np.float64)))
+    def finish(keep, out):
+        out[...] = keep
+
+    return np.concatenate(list(_upscale_bands(planes, scale, predictor, tile, lambda a: a,
+                                              finish, np.float64)))
 
 
 def _check_image(image):
@@ -199,7 +198,8 @@ def upscale_bands(image, scale, predictor, tile=LR_TILE, threads=None):
     image = _check_image(image)
     return _upscale_bands(image, scale, predictor, tile,
                           lambda t: _to_planes(to_float(t)),
-                          lambda keep: from_float(_from_planes(keep, image.ndim), image.dtype),
+                          lambda keep, out: from_float(_from_planes(keep, image.ndim),
+                                                       image.dtype, out=out),
                           image.dtype, threads)
 
 

@@ -7,4 +7,5 @@ Modules::
     units       uint8/uint16 <-> 0-1 floats, MATLAB's rounding
     ycbcr       MATLAB's rgb2ycbcr/ycbcr2rgb and ``y_channel``, the one Y path
     imresize    MATLAB's bicubic ``imresize``, ``modcrop``, ``degrade``
+    loops       the inner loops of imresize, ycbcr and units in C (loops.c), loaded with ctypes
 """

@@ -1,4 +1,4 @@
-"""MATLAB-faithful bicubic ``imresize`` and ``modcrop`` in numpy (float64).
+"""MATLAB-faithful bicubic ``imresize`` and ``modcrop`` (float64).
 
 ``imresize`` reproduces MATLAB's ``imresize(img, scale, 'bicubic')``
 (Image Processing Toolbox, antialiasing on): Keys cubic kernel with
@@ -7,19 +7,14 @@ folding, output size ``ceil(in * scale)``, and the dimension with the
 smaller scale resized first, taps summed one by one in order. The
 published SRCNN numbers were produced with that function, so results here
 must match it to the last bit that float64 allows. Same algorithm as
-BasicSR's ``basicsr/utils/matlab_functions.py``, vectorized.
+BasicSR's ``basicsr/utils/matlab_functions.py``.
 
-How it is computed (the same products and sums, in the same order, so the
-same bits as a tap-by-tap gather): channels are resized as contiguous
-planes ``(C, H, W)``; each dimension's input is first extended by its
-border folding (mirrored or clamped rows/columns), so that every tap reads
-an unfolded index; output samples are grouped by phase (``i mod period``,
-e.g. even and odd outputs at x2), and within a phase the input index of a
-tap advances by a constant step, so the tap is one strided slice of the
-extended input, multiplied by the phase's weights and added in place
-(no gathered copies). A phase whose indices do not advance evenly (float
-rounding of ``x / scale`` can do that for scales like 3) falls back to a
-gather for that phase only.
+How it is computed: the weights and folded indices of each dimension
+(MATLAB's ``contributions``) in numpy; each pass over contiguous planes
+``(C, H, W)`` in C (:func:`srcnn_theano.image.loops.resize_axis`), tap by
+tap for each output sample, ``w0 * x0`` then ``+= w_j * x_j``: the order of
+MATLAB's ``imresizemex`` and of the plain numpy gather
+(``tests/test_imresize_exact.py`` compares the bits).
 
 Images are ``(H, W)`` or ``(H, W, C)``; floats are any range (usually 0..1)
 and are never clipped; ``uint8`` is computed in float64 and rounded half away
@@ -29,6 +24,7 @@ import math
 
 import numpy as np
 
+from srcnn_theano.image.loops import resize_axis
 from srcnn_theano.image.units import matlab_round
 
 
@@ -78,13 +74,6 @@ def calculate_weights_indices(in_length, out_length, scale, kernel_width=4.0, an
     indices : ndarray, int64, shape (out_length, P)
         0-based input indices, already folded into ``[0, in_length)``.
     """
-    weights, raw = _weights_raw_indices(in_length, out_length, scale, kernel_width,
-                                        antialiasing)
-    return weights, fold_indices(raw, in_length, padding)
-
-
-def _weights_raw_indices(in_length, out_length, scale, kernel_width=4.0, antialiasing=True):
-    """:func:`calculate_weights_indices` before folding: 0-based indices, maybe out of range."""
     if scale < 1 and antialiasing:
         kernel = lambda d: scale * cubic(scale * d)  # noqa: E731
         kernel_width = kernel_width / scale
@@ -103,7 +92,7 @@ def _weights_raw_indices(in_length, out_length, scale, kernel_width=4.0, antiali
     weights = weights / total[:, None]
     indices = indices.astype(np.int64) - 1                   # 0-based
     keep = np.any(weights != 0, axis=0)
-    return weights[:, keep], indices[:, keep]
+    return weights[:, keep], fold_indices(indices[:, keep], in_length, padding)
 
 
 def fold_indices(indices, in_length, padding="symmetric"):
@@ -116,131 +105,6 @@ def fold_indices(indices, in_length, padding="symmetric"):
         # indices = min(max(1, indices), in_length)
         return np.clip(indices, 0, in_length - 1)
     raise ValueError(f"padding must be 'symmetric' or 'replicate', got {padding!r}")
-
-
-_MAX_PERIOD = 16  #: longest phase period looked for (outputs per repeat of the index pattern)
-
-
-def _period(left):
-    """Smallest ``p`` such that ``left[i + p] - left[i]`` is the same for every i (else 1)."""
-    n = len(left)
-    for p in range(1, min(_MAX_PERIOD, n - 1) + 1):
-        d = left[p:] - left[:-p]
-        if d[0] >= 1 and np.all(d == d[0]):
-            return p
-    return 1
-
-
-def _resize_along(planes, axis, weights, raw, padding):
-    """``out[i] = sum_j weights[i, j] * in[fold(raw[i, j])]`` along ``axis`` (1 or 2) of
-    float64 planes ``(C, H, W)``; returns new C-contiguous planes.
-
-    The taps are summed one after another (j = 0, 1, ...), in MATLAB's order:
-    ``out = w0 * x0``, then ``out += w_j * x_j``, each product and each sum
-    rounded as in the gather form (products commute exactly).
-    """
-    n_in = planes.shape[axis]
-    lo = max(0, -int(raw.min()))
-    hi = max(0, int(raw.max()) - (n_in - 1))
-    ext = _extend(planes, axis, lo, hi, padding)
-    raw = raw + lo                                            # indices into ext
-    n_out, taps = weights.shape
-    shape = list(planes.shape)
-    shape[axis] = n_out
-    out = np.empty(shape)
-    wshape = [1, 1, 1]
-    wshape[axis] = -1
-
-    def along(a, index):
-        key = [slice(None)] * 3
-        key[axis] = index
-        return a[tuple(key)]
-
-    period = min(_period(raw[:, 0]), n_out)
-    # Along the last axis a phase's outputs are strided (every period-th
-    # sample): sum into a contiguous buffer, then copy it into place once.
-    direct = period == 1 or axis != planes.ndim - 1
-    for r in range(period):
-        o = along(out, slice(r, None, period))
-        w = weights[r::period]
-        idx = raw[r::period]
-        step = int(idx[1, 0] - idx[0, 0]) if len(idx) > 1 else 1
-        even = len(idx) == 1 or (step >= 1 and np.all(np.diff(idx, axis=0) == step))
-        if axis == planes.ndim - 1 and even and step == 1:
-            o[...] = _last_axis_phase(ext, idx[0], w)  # enlarging: the usual case
-            continue
-        acc = o if direct else np.empty(o.shape)
-        tmp = np.empty(acc.shape) if taps > 1 else None
-        for j in range(taps):
-            if even:
-                start = int(idx[0, j])
-                x = along(ext, slice(start, start + step * (len(idx) - 1) + 1, step))
-            else:
-                x = np.take(ext, idx[:, j], axis=axis)
-            # One weight for the whole phase (the usual case for integer
-            # scales): a scalar, the same value as every element of the column.
-            wj = w[0, j] if np.all(w[:, j] == w[0, j]) else w[:, j].reshape(wshape)
-            if j == 0:
-                np.multiply(x, wj, out=acc)
-            else:
-                np.multiply(x, wj, out=tmp)
-                acc += tmp
-        if acc is not o:
-            o[...] = acc
-    return out
-
-
-def _extend(planes, axis, lo, hi, padding):
-    """``planes`` with ``lo`` / ``hi`` folded samples added before / after along ``axis``
-    (what ``take`` with the folded indices gives; the middle is one block copy)."""
-    n_in = planes.shape[axis]
-    shape = list(planes.shape)
-    shape[axis] = n_in + lo + hi
-    ext = np.empty(shape)
-    key = [slice(None)] * planes.ndim
-
-    def part(start, stop):
-        key[axis] = slice(start, stop)
-        return tuple(key)
-
-    ext[part(lo, lo + n_in)] = planes
-    for start, index in ((0, np.arange(-lo, 0)), (lo + n_in, np.arange(n_in, n_in + hi))):
-        if len(index):
-            ext[part(start, start + len(index))] = np.take(
-                planes, fold_indices(index, n_in, padding), axis=axis)
-    return ext
-
-
-def _last_axis_phase(ext, starts, weights):
-    """``sum_j weights[i, j] * ext[..., starts[j] + i]`` for the phase's outputs i
-    (``weights`` ``(n, taps)``, taps summed in order), for C-contiguous ``ext``:
-    computed on the flat array, where each tap is one contiguous slice.
-
-    Row ``r`` of the result is flat positions ``r * width .. r * width + n`` of
-    the sums; the ``width - n`` sums between rows mix two rows and are dropped.
-    Contiguous slices instead of ``rows x n`` short rows make every product
-    and sum several times faster; each element is the same product and sum.
-    A weight that varies along the phase (float rounding at x3) is tiled to
-    the flat layout.
-    """
-    n, width = len(weights), ext.shape[-1]
-    flat = ext.reshape(-1)
-    length = flat.size - width + n
-    acc = np.empty(flat.size)
-    tmp = np.empty(length)
-    for j, start in enumerate(starts):
-        x = flat[int(start):int(start) + length]
-        wj = weights[0, j]
-        if not np.all(weights[:, j] == wj):
-            row = np.zeros(width)
-            row[:n] = weights[:, j]
-            wj = np.tile(row, flat.size // width)[:length]
-        if j == 0:
-            np.multiply(x, wj, out=acc[:length])
-        else:
-            np.multiply(x, wj, out=tmp)
-            acc[:length] += tmp
-    return acc.reshape(ext.shape)[..., :n]
 
 
 def imresize(img, scale=None, output_shape=None, antialiasing=True, padding="symmetric"):
@@ -292,15 +156,15 @@ def imresize(img, scale=None, output_shape=None, antialiasing=True, padding="sym
         raise ValueError(f"output size {out_shape} is empty")
     if padding not in ("symmetric", "replicate"):
         raise ValueError(f"padding must be 'symmetric' or 'replicate', got {padding!r}")
-    contributions = [_weights_raw_indices(in_shape[d], out_shape[d], scales[d], 4.0,
-                                          antialiasing) for d in (0, 1)]
+    contributions = [calculate_weights_indices(in_shape[d], out_shape[d], scales[d], 4.0,
+                                               antialiasing, padding) for d in (0, 1)]
     # MATLAB: [~, order] = sort(scale), a stable sort -> rows first on ties.
     order = sorted((0, 1), key=lambda d: scales[d])
     # Channels as contiguous planes (C, H, W): every pass then runs along long rows.
     planes = np.ascontiguousarray(np.moveaxis(img, 2, 0) if img.ndim == 3 else img[None],
                                   dtype=np.float64)
     for axis in order:
-        planes = _resize_along(planes, axis + 1, *contributions[axis], padding)
+        planes = resize_axis(planes, axis + 1, *contributions[axis])
         if img.dtype == np.uint8:
             planes = np.clip(matlab_round(planes), 0, 255)  # MATLAB stores each pass as uint8
         elif img.dtype == np.float32:

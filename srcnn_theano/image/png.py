@@ -5,13 +5,15 @@ filters every row four ways to pick the best; for an 8000x6000 photo that is
 1.5 s after the last pixel is known. :class:`PNGWriter` takes the image as
 row bands, in order, as soon as each is finished (``upscale`` hands over
 each row of tiles) and a thread filters, compresses and writes it while the
-next band is computed: zlib and the file writes release the GIL, so the
-work fills the gaps the network leaves on the other core.
+next band is computed: the compressor and the file writes release the
+GIL, so the work fills the gaps the network leaves on the other core.
 
 The file is a plain non-interlaced PNG (the PNG specification, 3rd edition)
 that any decoder reads: ``IHDR``, then ``iCCP`` (the ICC profile) and
 ``eXIf`` (EXIF) when given, as Pillow writes them, the ``IDAT`` chunks of one
-zlib stream (level :data:`COMPRESS_LEVEL`), ``IEND``. Every row uses the
+zlib stream, ``IEND``. The stream is deflated by ISA-L (``isal.isal_zlib``,
+level :data:`COMPRESS_LEVEL`): on an 8000x6000 photo 0.17 s and 25.9 MB where
+zlib's fastest level takes 0.77 s for 26.6 MB. Every row uses the
 "Up" filter (the difference to the row above, byte by byte): one numpy
 subtraction per band; on photographs it gives within 2% of the bytes of
 adaptive filtering at the same zlib level.
@@ -25,8 +27,9 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from isal import isal_zlib
 
-COMPRESS_LEVEL = 1  #: zlib level: 1 encodes ~3x faster than 6 for ~10% more bytes (README, Speed)
+COMPRESS_LEVEL = 1  #: ISA-L's level (0-3): as fast as 0, 11% larger than zlib's 6 (20x slower)
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (gray, GA, RGB, RGBA)
 _UP = 2  # the "Up" filter type byte
@@ -75,7 +78,7 @@ class PNGWriter:
         self.rows_written = 0
         self._file = file
         self._previous = np.zeros(self.width * channels * dtype.itemsize, np.uint8)
-        self._zlib = zlib.compressobj(COMPRESS_LEVEL)
+        self._zlib = isal_zlib.compressobj(COMPRESS_LEVEL)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="srcnn-png")
         self._pending = []
         header = struct.pack(">IIBBBBB", self.width, self.height, 8 * dtype.itemsize,

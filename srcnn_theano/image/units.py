@@ -15,6 +15,8 @@ float image     float64 (or float32)   0..1 (MATLAB ``im2double``)
 """
 import numpy as np
 
+from srcnn_theano.image import loops
+
 PEAK = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
@@ -40,25 +42,34 @@ def to_float(arr):
     return arr.astype(np.float64) / PEAK[arr.dtype]
 
 
-def from_float(x, dtype=np.uint8):
+def from_float(x, dtype=np.uint8, out=None):
     """Float in [0, 1] -> uint8/uint16 (MATLAB ``im2uint8`` / ``im2uint16``): clipped, rounded.
 
-    The same values as ``matlab_cast(clip(x, 0, 1) * peak, dtype)``, in fewer
-    passes: once clipped, ``x * peak`` is in ``[0, peak]``, where rounding
-    half away from zero is ``floor(v) + (v - floor(v) >= 0.5)`` (the
-    difference is exact) and nothing needs saturating. Scaled in the input's
-    float type (float32 network outputs stay float32 until rounded); the
-    result keeps the input's memory layout.
+    The same values as ``matlab_cast(clip(x, 0, 1) * peak, dtype)``, in one
+    pass (:func:`srcnn_theano.image.loops.from_float`): once clipped,
+    ``v = x * peak`` is in ``[0, peak]``, where rounding half away from zero
+    is ``floor(v) + (v - floor(v) >= 0.5)`` (the difference is exact) and
+    nothing needs saturating. Scaled in float32 for float32 input (network
+    outputs stay float32 until rounded), in float64 otherwise; NaN gives 0.
+
+    Parameters
+    ----------
+    x : array_like
+    dtype : uint8 or uint16
+    out : ndarray of ``dtype``, the shape of ``x``, optional
+        Written in place (any strides, e.g. a band of interleaved pixels);
+        by default a new array in ``x``'s memory layout.
     """
-    peak = PEAK[np.dtype(dtype)]
-    v = np.clip(np.asarray(x), 0.0, 1.0)
-    if not np.issubdtype(v.dtype, np.floating):
-        v = v.astype(np.float64)
-    v *= peak
-    whole = np.floor(v)
-    v -= whole
-    whole += v >= 0.5
-    return whole.astype(dtype)
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    if out is None:
+        out = np.empty_like(x, dtype=dtype)
+    if out.dtype != np.dtype(dtype):
+        raise TypeError(f"from_float into {out.dtype}, asked for {np.dtype(dtype)}")
+    for lead in np.ndindex(x.shape[:-3]):    # the C loop takes up to 3 dimensions
+        loops.from_float(x[lead], out[lead], PEAK[out.dtype])
+    return out
 
 
 def to_uint8(arr):

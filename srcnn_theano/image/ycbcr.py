@@ -21,6 +21,7 @@ Units, by input dtype (as in MATLAB):
 """
 import numpy as np
 
+from srcnn_theano.image.loops import lincomb3
 from srcnn_theano.image.units import matlab_cast, to_float, to_uint8
 
 # ycbcr = ORIG_T @ rgb + ORIG_OFFSET for rgb in [0, 1] and ycbcr in [0, 255].
@@ -53,22 +54,12 @@ def _to_class(x, cls):
 def _lincomb(img, T, offset, cls):
     """``out[..., p] = T[p,0]*c0 + T[p,1]*c1 + T[p,2]*c2 + offset[p]`` in float64 (imlincomb order).
 
-    Summed in place, left to right (the same roundings as the expression),
-    on contiguous planes (numpy is several times faster on them than on
-    interleaved or cropped ones); the result is an (H, W, 3) view of three
-    contiguous planes.
+    Summed left to right, each product and sum rounded once (the same
+    roundings as the numpy expression), by
+    :func:`srcnn_theano.image.loops.lincomb3`, which reads the pixels where
+    they are; the result is an (H, W, 3) view of three contiguous planes.
     """
-    c = np.ascontiguousarray(np.moveaxis(img, -1, 0), dtype=np.float64)
-    out = np.empty(c.shape)
-    tmp = np.empty(c.shape[1:])
-    for p in range(3):
-        acc = out[p]
-        np.multiply(c[0], T[p, 0], out=acc)
-        for k in (1, 2):
-            np.multiply(c[k], T[p, k], out=tmp)
-            acc += tmp
-        acc += offset[p]
-    return _to_class(np.moveaxis(out, 0, -1), cls)
+    return _to_class(lincomb3(np.asarray(img, dtype=np.float64), T, offset), cls)
 
 
 def _check_rgb(img):
