@@ -98,3 +98,19 @@ def test_the_library_is_built_once_and_found_again(tmp_path, monkeypatch):
     monkeypatch.setattr(loops, "_libraries", {})
     assert loops.library().resize_rows is not None
     assert sorted(p.name for p in (tmp_path / "loops").iterdir()) == built
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16], ids=str)
+def test_ycbcr2rgb_levels_is_ycbcr2rgb_then_from_float(built, dtype):
+    from srcnn_theano.image.ycbcr import ycbcr2rgb, ycbcr2rgb_levels
+
+    ycc = np.random.default_rng(5).random((3, 21, 700)) * 1.3 - 0.15   # out of gamut too
+    view = np.moveaxis(ycc, 0, 2)[2:-3, 5:]                           # strided planes
+    want = from_float(ycbcr2rgb(view), dtype)
+    band = np.zeros((view.shape[0], view.shape[1] + 9, 3), dtype)
+    out = ycbcr2rgb_levels(view, band[:, 4:-5])
+    assert np.shares_memory(out, band)
+    np.testing.assert_array_equal(band[:, 4:-5], want)
+    assert not band[:, :4].any() and not band[:, -5:].any()
+    with pytest.raises(TypeError):
+        ycbcr2rgb_levels(from_float(view), band[:, 4:-5])

@@ -37,8 +37,7 @@ from srcnn_theano.files import check_outputs, same_file
 from srcnn_theano.image.io import DEFAULT_JPEG_QUALITY, expand_inputs, image_writer, read_photo
 from srcnn_theano.image.units import from_float, to_float
 from srcnn_theano.image.imresize import imresize
-from srcnn_theano.network.inference import Predictor
-from srcnn_theano.image.ycbcr import rgb2ycbcr, ycbcr2rgb
+from srcnn_theano.image.ycbcr import rgb2ycbcr, ycbcr2rgb_levels
 
 LR_TILE = 256  #: low-resolution pixels per tile side (x2: the network's 512-pixel tile)
 short_idle_spin()  # idle BLAS/OpenMP threads would hold the cores the numpy and PNG threads need
@@ -54,14 +53,17 @@ def _to_planes(f):
     return np.concatenate([planes, f[..., 3:]], axis=2) if f.shape[2] == 4 else planes
 
 
-def _from_planes(up, ndim):
-    """Inverse of :func:`_to_planes` for an image of ``ndim`` dimensions (float, not clipped)."""
-    if ndim == 2:
-        return up[..., 0]
-    if up.shape[2] == 2:
-        return up
-    rgb = ycbcr2rgb(up[..., :3], clip=False)  # from_float clips
-    return np.concatenate([rgb, up[..., 3:]], axis=2) if up.shape[2] == 4 else rgb
+def _finish(up, out):
+    """Inverse of :func:`_to_planes` into ``out``, the output's pixels (uint8/uint16,
+    (h, w[, C])): float planes (h, w, C) back to the image's channels and levels."""
+    if out.ndim == 2:
+        from_float(up[..., 0], out.dtype, out=out)
+    elif up.shape[2] == 2:
+        from_float(up, out.dtype, out=out)
+    else:
+        ycbcr2rgb_levels(up[..., :3], out[..., :3])   # RGB, clipped, rounded: one pass
+        if up.shape[2] == 4:
+            from_float(up[..., 3], out.dtype, out=out[..., 3])
 
 
 def _enlarge(lr, scale, window, border):
@@ -198,8 +200,7 @@ def upscale_bands(image, scale, predictor, tile=LR_TILE, threads=None):
     image = _check_image(image)
     return _upscale_bands(image, scale, predictor, tile,
                           lambda t: _to_planes(to_float(t)),
-                          lambda keep, out: from_float(_from_planes(keep, image.ndim),
-                                                       image.dtype, out=out),
+                          _finish,
                           image.dtype, threads)
 
 
@@ -274,6 +275,10 @@ def upscale_files(pairs, scale, weights, tile=LR_TILE, progress=True, quality=DE
     process wrote meanwhile stops the run, since that process is writing
     the same files.
 
+    The next photo is read while one is enlarged (two decoded inputs in
+    memory at most), and the first while Theano is imported and the
+    predictor built: Pillow's decoder releases the GIL.
+
     Returns
     -------
     list of (input path, error message) for the files that failed.
@@ -284,27 +289,41 @@ def upscale_files(pairs, scale, weights, tile=LR_TILE, progress=True, quality=DE
         An output appeared after :func:`output_paths` checked it; nothing is replaced.
     """
     weights.check_scale(scale)
-    predictor = Predictor(weights, tile=None)
-    failed = []
-    it = pairs
-    if progress and len(pairs) > 1:
-        from tqdm import tqdm
-        it = tqdm(pairs, desc=f"upscale x{scale}", unit="img", disable=None)
-    for src, dst in it:
-        try:
-            image, metadata = read_photo(src)
-            image = _check_image(image)
-            shape = (image.shape[0] * scale, image.shape[1] * scale) + image.shape[2:]
-            bands = upscale_bands(image, scale, predictor, tile)
-            if progress and len(pairs) == 1:   # one photo: its rows of tiles
-                from tqdm import tqdm
-                bands = tqdm(bands, total=-(-image.shape[0] // (tile or image.shape[0])),
-                             desc=f"upscale x{scale}", unit="row", disable=None, leave=False)
-            with image_writer(dst, shape, image.dtype, metadata, quality, replace=force) as write:
-                for band in bands:
-                    write(band)
-        except OutputExistsError:
-            raise
-        except SRCNNError as e:
-            failed.append((src, str(e)))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="srcnn-read") as reader:
+        def read(i):   # the next photo is decoded while this one is enlarged
+            return reader.submit(read_photo, pairs[i][0]) if i < len(pairs) else None
+
+        ahead = read(0)
+        from srcnn_theano.network.inference import Predictor   # imports Theano meanwhile
+
+        predictor = Predictor(weights, tile=None)
+        failed = []
+        it = enumerate(pairs)
+        if progress and len(pairs) > 1:
+            from tqdm import tqdm
+            it = tqdm(it, total=len(pairs), desc=f"upscale x{scale}", unit="img", disable=None)
+        for i, (src, dst) in it:
+            photo, ahead = ahead, read(i + 1)
+            try:
+                image, metadata = photo.result()
+                _write_upscaled(image, metadata, dst, scale, predictor, tile,
+                                progress and len(pairs) == 1, quality, force)
+            except OutputExistsError:
+                raise
+            except SRCNNError as e:
+                failed.append((src, str(e)))
     return failed
+
+
+def _write_upscaled(image, metadata, dst, scale, predictor, tile, progress, quality, force):
+    """One photo enlarged into ``dst``, band by band (see :func:`upscale_files`)."""
+    image = _check_image(image)
+    shape = (image.shape[0] * scale, image.shape[1] * scale) + image.shape[2:]
+    bands = upscale_bands(image, scale, predictor, tile)
+    if progress:   # one photo: its rows of tiles
+        from tqdm import tqdm
+        bands = tqdm(bands, total=-(-image.shape[0] // (tile or image.shape[0])),
+                     desc=f"upscale x{scale}", unit="row", disable=None, leave=False)
+    with image_writer(dst, shape, image.dtype, metadata, quality, replace=force) as write:
+        for band in bands:
+            write(band)

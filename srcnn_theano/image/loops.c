@@ -85,82 +85,138 @@ CLONED void resize_cols(const double *in, double *out, long rows, long in_cols,
     }
 }
 
-/* Three linear combinations of three float64 channels (rgb2ycbcr, ycbcr2rgb):
- *   out_p = t[3p] * c0 + t[3p + 1] * c1 + t[3p + 2] * c2 + off[p]
- * summed left to right. Channel k of pixel (y, x) is at
- * in + k * ics + y * irs + x * ixs (bytes); out likewise. */
-CLONED void lincomb3(long h, long w, const double *in, long ics, long irs, long ixs,
-              double *out, long ocs, long ors, long oxs, const double *t, const double *off)
+#define CHUNK 512     /* samples a row is processed in: buffers stay in L1 */
+#define INLINE static inline __attribute__((always_inline))
+
+/* The one home of the colour formula: t[0] * c0 + t[1] * c1 + t[2] * c2 + off,
+ * summed left to right (rgb2ycbcr, ycbcr2rgb). */
+INLINE double lincomb(const double *t, double off, double c0, double c1, double c2)
 {
+    return c0 * t[0] + c1 * t[1] + c2 * t[2] + off;
+}
+
+/* The one home of the rounding to integer levels (im2uint8 / im2uint16):
+ *   v = min(max(x, 0), 1) * peak;  level = floor(v) + (v - floor(v) >= 0.5)
+ * in the input's float type (NaN gives 0). v >= 0, so floor(v) is the
+ * truncation to an integer, exactly. */
+#define LEVEL(NAME, FLOAT)                                                  \
+INLINE int NAME(FLOAT x, FLOAT peak)                                        \
+{                                                                           \
+    FLOAT v = x > 0 ? x : 0;   /* NaN -> 0 */                               \
+    v = (v < 1 ? v : 1) * peak;                                             \
+    const int whole = (int)v;                                               \
+    return whole + (v - (FLOAT)whole >= (FLOAT)0.5);                        \
+}
+LEVEL(level64, double)
+LEVEL(level32, float)
+
+/* m samples `stride` bytes apart as a contiguous array: in place when they are,
+ * else copied into buf (so that the arithmetic runs on vectors). */
+#define CONTIGUOUS(NAME, T)                                                 \
+INLINE const T *NAME(const char *p, long stride, long m, T *buf)            \
+{                                                                           \
+    if (stride == (long)sizeof(T))                                          \
+        return (const T *)p;                                                \
+    for (long k = 0; k < m; k++)                                            \
+        buf[k] = *(const T *)(p + k * stride);                              \
+    return buf;                                                             \
+}
+CONTIGUOUS(contiguous64, double)
+CONTIGUOUS(contiguous32, float)
+
+/* m samples from q written `stride` bytes apart. */
+#define SCATTER(NAME, T)                                                    \
+INLINE void NAME(char *p, long stride, const T *q, long m)                  \
+{                                                                           \
+    if (stride == (long)sizeof(T))                                          \
+        memcpy(p, q, m * sizeof(T));                                        \
+    else                                                                    \
+        for (long k = 0; k < m; k++)                                        \
+            *(T *)(p + k * stride) = q[k];                                  \
+}
+SCATTER(scatter64, double)
+SCATTER(scatter8, uint8_t)
+SCATTER(scatter16, uint16_t)
+
+/* Three linear combinations of three float64 channels (rgb2ycbcr, ycbcr2rgb):
+ *   out_p = lincomb(t + 3p, off[p], c0, c1, c2)
+ * Channel k of pixel (y, x) is at in + k * ics + y * irs + x * ixs (bytes);
+ * out likewise. */
+CLONED void lincomb3(long h, long w, const double *in, long ics, long irs, long ixs,
+                     double *out, long ocs, long ors, long oxs, const double *t,
+                     const double *off)
+{
+    double b0[CHUNK], b1[CHUNK], b2[CHUNK], q[CHUNK];
     for (long y = 0; y < h; y++) {
         const char *row = (const char *)in + y * irs;
         char *orow = (char *)out + y * ors;
-        if (ixs == sizeof(double) && oxs == sizeof(double)) {   /* planes: vectorized */
-            const double *c0 = (const double *)row, *c1 = (const double *)(row + ics),
-                         *c2 = (const double *)(row + 2 * ics);
+        for (long x0 = 0; x0 < w; x0 += CHUNK) {
+            const long m = w - x0 < CHUNK ? w - x0 : CHUNK;
+            const char *at = row + x0 * ixs;
+            const double *c0 = contiguous64(at, ixs, m, b0),
+                         *c1 = contiguous64(at + ics, ixs, m, b1),
+                         *c2 = contiguous64(at + 2 * ics, ixs, m, b2);
             for (int p = 0; p < 3; p++) {
-                double *o = (double *)(orow + p * ocs);
-                const double t0 = t[3 * p], t1 = t[3 * p + 1], t2 = t[3 * p + 2], d = off[p];
-                for (long x = 0; x < w; x++)
-                    o[x] = c0[x] * t0 + c1[x] * t1 + c2[x] * t2 + d;
+                for (long k = 0; k < m; k++)
+                    q[k] = lincomb(t + 3 * p, off[p], c0[k], c1[k], c2[k]);
+                scatter64(orow + p * ocs + x0 * oxs, oxs, q, m);
             }
-            continue;
-        }
-        for (long x = 0; x < w; x++) {
-            const long i = x * ixs, o = x * oxs;
-            const double c0 = AT(row, double, i), c1 = AT(row, double, i + ics),
-                         c2 = AT(row, double, i + 2 * ics);
-            for (int p = 0; p < 3; p++)
-                AT(orow, double, o + p * ocs) = c0 * t[3 * p] + c1 * t[3 * p + 1]
-                                                + c2 * t[3 * p + 2] + off[p];
         }
     }
 }
 
-/* Float -> unsigned integer samples (im2uint8 / im2uint16), element (a, b, c) at
- * in + a * is0 + b * is1 + c * is2 (bytes), out likewise:
- *   v = min(max(x, 0), 1) * peak;  out = floor(v) + (v - floor(v) >= 0.5)
- * in the input's float type (NaN gives 0). v >= 0, so floor(v) is the
- * truncation to an integer, exactly. Rows are converted through a small
- * contiguous buffer, so that the arithmetic runs on vectors whatever the
- * strides. */
-#define CHUNK 512
-#define FROM_FLOAT(NAME, FLOAT, UINT)                                                    \
-static inline __attribute__((always_inline)) void                                      \
-NAME##_row(long n, const char *in, long is, char *out, long os, FLOAT peak)             \
+/* lincomb3 then the rounding to levels, in one pass (ycbcr2rgb into an image's
+ * pixels): float64 channels in, uint8/uint16 out (strides as for lincomb3). */
+#define LINCOMB3_TO(NAME, UINT, SCATTER)                                                 \
+CLONED void NAME(long h, long w, const double *in, long ics, long irs, long ixs,         \
+                 void *out, long ocs, long ors, long oxs, const double *t,               \
+                 const double *off, double peak)                                        \
 {                                                                                        \
-    FLOAT x[CHUNK];                                                                      \
+    double b0[CHUNK], b1[CHUNK], b2[CHUNK];                                              \
     UINT q[CHUNK];                                                                       \
-    for (long c0 = 0; c0 < n; c0 += CHUNK) {                                             \
-        const long m = n - c0 < CHUNK ? n - c0 : CHUNK;                                  \
-        if (is == (long)sizeof(FLOAT))                                                   \
-            memcpy(x, in + c0 * is, m * sizeof(FLOAT));                                  \
-        else                                                                             \
-            for (long k = 0; k < m; k++)                                                 \
-                x[k] = *(const FLOAT *)(in + (c0 + k) * is);                             \
-        for (long k = 0; k < m; k++) {                                                   \
-            FLOAT v = x[k] > 0 ? x[k] : 0;   /* NaN -> 0 */                              \
-            v = (v < 1 ? v : 1) * peak;                                                  \
-            const int whole = (int)v;                                                    \
-            q[k] = (UINT)(whole + (v - (FLOAT)whole >= (FLOAT)0.5));                     \
+    for (long y = 0; y < h; y++) {                                                       \
+        const char *row = (const char *)in + y * irs;                                    \
+        char *orow = (char *)out + y * ors;                                              \
+        for (long x0 = 0; x0 < w; x0 += CHUNK) {                                         \
+            const long m = w - x0 < CHUNK ? w - x0 : CHUNK;                              \
+            const char *at = row + x0 * ixs;                                             \
+            const double *c0 = contiguous64(at, ixs, m, b0),                             \
+                         *c1 = contiguous64(at + ics, ixs, m, b1),                       \
+                         *c2 = contiguous64(at + 2 * ics, ixs, m, b2);                   \
+            for (int p = 0; p < 3; p++) {                                                \
+                for (long k = 0; k < m; k++)                                             \
+                    q[k] = (UINT)level64(lincomb(t + 3 * p, off[p], c0[k], c1[k], c2[k]), \
+                                         peak);                                          \
+                SCATTER(orow + p * ocs + x0 * oxs, oxs, q, m);                           \
+            }                                                                            \
         }                                                                                \
-        if (os == (long)sizeof(UINT))                                                    \
-            memcpy(out + c0 * os, q, m * sizeof(UINT));                                  \
-        else                                                                             \
-            for (long k = 0; k < m; k++)                                                 \
-                *(UINT *)(out + (c0 + k) * os) = q[k];                                   \
     }                                                                                    \
-}                                                                                        \
-CLONED void NAME(long n0, long n1, long n2, const FLOAT *in, long is0, long is1, long is2,      \
-          void *out, long os0, long os1, long os2, FLOAT peak)                           \
-{                                                                                        \
-    for (long a = 0; a < n0; a++)                                                        \
-        for (long b = 0; b < n1; b++)                                                    \
-            NAME##_row(n2, (const char *)in + a * is0 + b * is1, is2,                    \
-                       (char *)out + a * os0 + b * os1, os2, peak);                      \
 }
+LINCOMB3_TO(lincomb3_to_uint8, uint8_t, scatter8)
+LINCOMB3_TO(lincomb3_to_uint16, uint16_t, scatter16)
 
-FROM_FLOAT(float64_to_uint8, double, uint8_t)
-FROM_FLOAT(float64_to_uint16, double, uint16_t)
-FROM_FLOAT(float32_to_uint8, float, uint8_t)
-FROM_FLOAT(float32_to_uint16, float, uint16_t)
+/* Float -> unsigned integer levels (from_float), element (a, b, c) at
+ * in + a * is0 + b * is1 + c * is2 (bytes), out likewise. */
+#define FROM_FLOAT(NAME, FLOAT, UINT, LEVEL, CONTIGUOUS, SCATTER)                        \
+CLONED void NAME(long n0, long n1, long n2, const FLOAT *in, long is0, long is1,         \
+                 long is2, void *out, long os0, long os1, long os2, FLOAT peak)          \
+{                                                                                        \
+    FLOAT b[CHUNK];                                                                      \
+    UINT q[CHUNK];                                                                       \
+    for (long a = 0; a < n0; a++)                                                        \
+        for (long r = 0; r < n1; r++) {                                                  \
+            const char *row = (const char *)in + a * is0 + r * is1;                      \
+            char *orow = (char *)out + a * os0 + r * os1;                                \
+            for (long c0 = 0; c0 < n2; c0 += CHUNK) {                                    \
+                const long m = n2 - c0 < CHUNK ? n2 - c0 : CHUNK;                        \
+                const FLOAT *x = CONTIGUOUS(row + c0 * is2, is2, m, b);                  \
+                for (long k = 0; k < m; k++)                                             \
+                    q[k] = (UINT)LEVEL(x[k], peak);                                      \
+                SCATTER(orow + c0 * os2, os2, q, m);                                     \
+            }                                                                            \
+        }                                                                                \
+}
+FROM_FLOAT(float64_to_uint8, double, uint8_t, level64, contiguous64, scatter8)
+FROM_FLOAT(float64_to_uint16, double, uint16_t, level64, contiguous64, scatter16)
+FROM_FLOAT(float32_to_uint8, float, uint8_t, level32, contiguous32, scatter8)
+FROM_FLOAT(float32_to_uint16, float, uint16_t, level32, contiguous32, scatter16)

@@ -87,6 +87,10 @@ def library(flags=None):
             lib.resize_cols.argtypes = [_ptr, _ptr] + [_long] * 2 + [_ptr, _ptr] + [_long] * 2
             lib.lincomb3.argtypes = [_long] * 2 + ([_ptr] + [_long] * 3) * 2 + [_ptr, _ptr]
             lib.resize_rows.restype = lib.resize_cols.restype = lib.lincomb3.restype = None
+            strided = [_long] * 2 + ([_ptr] + [_long] * 3) * 2 + [_ptr, _ptr]
+            for name in ("lincomb3_to_uint8", "lincomb3_to_uint16"):
+                getattr(lib, name).argtypes = strided + [ctypes.c_double]
+                getattr(lib, name).restype = None
             for (src, dst), peak in _FROM_FLOAT.items():
                 f = getattr(lib, f"{src}_to_{dst}")
                 f.argtypes = [_long] * 3 + ([_ptr] + [_long] * 3) * 2 + [peak]
@@ -137,28 +141,43 @@ def resize_axis(planes, axis, weights, indices):
     return out
 
 
-def lincomb3(img, T, offset):
+def _coefficients(T, offset):
+    t = np.ascontiguousarray(T, dtype=np.float64).reshape(9)
+    return t, np.ascontiguousarray(offset, dtype=np.float64).reshape(3)
+
+
+def lincomb3(img, T, offset, out=None, peak=None):
     """``out[..., p] = T[p, 0] * c0 + T[p, 1] * c1 + T[p, 2] * c2 + offset[p]``, left to right.
 
     Parameters
     ----------
     img : ndarray, float64, shape (H, W, 3), any strides
     T : array_like, (3, 3); offset : array_like, (3,)
+    out : ndarray, uint8 or uint16, (H, W, 3), any strides, optional
+        With ``peak``: the sums rounded to levels as :func:`from_float` rounds,
+        written here in the same pass.
+    peak : float, optional
+        255 or 65535, with ``out``.
 
     Returns
     -------
-    ndarray, float64, shape (H, W, 3): a view of three contiguous planes (3, H, W).
+    ndarray (H, W, 3): float64, a view of three contiguous planes (3, H, W); or ``out``.
     """
     assert img.dtype == np.float64 and img.ndim == 3 and img.shape[2] == 3
     h, w = img.shape[:2]
-    out = np.empty((3, h, w))
-    t = np.ascontiguousarray(T, dtype=np.float64).reshape(9)
-    off = np.ascontiguousarray(offset, dtype=np.float64).reshape(3)
+    t, off = _coefficients(T, offset)
     rs, xs, cs = img.strides
-    library().lincomb3(h, w, img.ctypes.data, cs, rs, xs,
-                       out.ctypes.data, out.strides[0], out.strides[1], out.strides[2],
-                       t.ctypes.data, off.ctypes.data)
-    return np.moveaxis(out, 0, -1)
+    if out is None:
+        planes = np.empty((3, h, w))
+        library().lincomb3(h, w, img.ctypes.data, cs, rs, xs, planes.ctypes.data,
+                           *planes.strides, t.ctypes.data, off.ctypes.data)
+        return np.moveaxis(planes, 0, -1)
+    assert out.shape == img.shape and peak is not None
+    ors, oxs, ocs = out.strides
+    getattr(library(), f"lincomb3_to_{out.dtype}")(
+        h, w, img.ctypes.data, cs, rs, xs, out.ctypes.data, ocs, ors, oxs,
+        t.ctypes.data, off.ctypes.data, peak)
+    return out
 
 
 def from_float(x, out, peak):

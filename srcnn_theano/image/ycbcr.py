@@ -22,7 +22,7 @@ Units, by input dtype (as in MATLAB):
 import numpy as np
 
 from srcnn_theano.image.loops import lincomb3
-from srcnn_theano.image.units import matlab_cast, to_float, to_uint8
+from srcnn_theano.image.units import PEAK, matlab_cast, to_float, to_uint8
 
 # ycbcr = ORIG_T @ rgb + ORIG_OFFSET for rgb in [0, 1] and ycbcr in [0, 255].
 ORIG_T = np.array([[65.481, 128.553, 24.966],
@@ -60,6 +60,12 @@ def _lincomb(img, T, offset, cls):
     they are; the result is an (H, W, 3) view of three contiguous planes.
     """
     return _to_class(lincomb3(np.asarray(img, dtype=np.float64), T, offset), cls)
+
+
+def _inverse(cls):
+    """``(T, offset)`` of ``ycbcr2rgb`` for a class: ``rgb = T @ ycbcr + offset``."""
+    t_scale, off_scale = _INV_SCALE[cls]
+    return t_scale * ORIG_T_INV, -((off_scale * ORIG_T_INV) @ ORIG_OFFSET)
 
 
 def _check_rgb(img):
@@ -110,13 +116,35 @@ def ycbcr2rgb(img, clip=True):
     """
     img = _check_rgb(img)
     cls = _class(img)
-    t_scale, off_scale = _INV_SCALE[cls]
-    T = t_scale * ORIG_T_INV
-    offset = (off_scale * ORIG_T_INV) @ ORIG_OFFSET
-    out = _lincomb(img, T, -offset, cls)
+    out = _lincomb(img, *_inverse(cls), cls)
     if cls == "float" and clip:
         np.clip(out, 0.0, 1.0, out=out)
     return out
+
+
+def ycbcr2rgb_levels(img, out):
+    """``from_float(ycbcr2rgb(img), out.dtype)`` written into ``out``, in one pass.
+
+    Parameters
+    ----------
+    img : ndarray, float, shape (H, W, 3)
+        YCbCr in 0..1, any strides (e.g. a view of planes).
+    out : ndarray, uint8 or uint16, shape (H, W, 3)
+        Any strides (e.g. a tile's part of an interleaved band); gets the
+        RGB levels: clipped to 0..1, scaled, rounded half away from zero
+        (:func:`~srcnn_theano.image.units.from_float`), the same values as the
+        two steps, without the float RGB in between.
+
+    Returns
+    -------
+    ``out``
+    """
+    img = _check_rgb(img)
+    if _class(img) != "float" or out.dtype not in PEAK or out.shape != img.shape:
+        raise TypeError(f"expected float YCbCr and a uint8/uint16 output of its shape, got "
+                        f"{img.dtype} {img.shape} -> {out.dtype} {out.shape}")
+    return lincomb3(np.asarray(img, dtype=np.float64), *_inverse("float"), out=out,
+                    peak=PEAK[out.dtype])
 
 
 def rgb2y(img):
