@@ -28,11 +28,22 @@ Shims, for PyPI's Lasagne 0.1 (2015) on Theano-PyMC 1.1.2:
   string (``tensor/elemwise.py``), which emits invalid C when
   ``openmp=True``; :func:`_patch_elemwise_openmp` fixes it in memory.
 
-Start-up: Theano imports ``scipy.stats`` (0.1 s of every command's start)
-only for one scalar op's Python fallback (``chi2sf``), which no SRCNN graph
-holds. :func:`_import_theano` lets that import find a placeholder and
-removes it afterwards, so the first real use of ``scipy.stats`` (scipy's
-own lazy submodule loading) imports it then.
+Start-up (0.2 s of every command's start): three imports that Theano and
+Lasagne make and SRCNN never uses are skipped, each only while Theano or
+Lasagne is imported (:func:`_placeholders`), so that a later real use
+imports the real module:
+
+* ``scipy.stats`` (0.1 s), imported by Theano for one scalar op's Python
+  fallback (``chi2sf``) that no SRCNN graph holds: a placeholder, removed
+  afterwards (scipy's own lazy submodule loading imports it on first use).
+* ``pkg_resources`` (0.06 s), imported by Lasagne 0.1 for
+  ``get_distribution("Lasagne").version`` alone: a placeholder that answers
+  that from ``importlib.metadata``.
+* setuptools (0.05 s), which its ``distutils`` hook imports when Theano
+  imports ``distutils``: the hook is lifted while Theano is imported
+  (Python 3.11 still ships ``distutils``, which is what Theano was written
+  for) and put back afterwards. setuptools imported later in the same
+  process takes ``distutils`` over, with its warning that it does.
 
 Memory allocator (glibc only): :func:`keep_freed_memory` raises malloc's
 mmap and trim thresholds, so that the large arrays Theano allocates and
@@ -44,6 +55,7 @@ Memory the process freed stays counted in its RSS (the peak is unchanged).
 
 Nothing inside site-packages is edited.
 """
+import contextlib
 import logging
 import os
 import sys
@@ -136,22 +148,42 @@ else:
 
 
 
-def _import_theano():
-    """``import theano`` with ``scipy.stats`` left unimported (see the module docstring)."""
-    placeholder = None
-    if "scipy.stats" not in sys.modules:
-        placeholder = sys.modules["scipy.stats"] = types.ModuleType("scipy.stats")
+@contextlib.contextmanager
+def _placeholders(**modules):
+    """Let imports inside the block find ``modules`` (name: module) instead of importing
+    them; the placeholders are gone afterwards (see the module docstring)."""
+    placed = {name: module for name, module in modules.items() if name not in sys.modules}
+    sys.modules.update(placed)
+    hook = None
+    if sys.version_info < (3, 12) and "distutils" not in sys.modules:
+        try:
+            import _distutils_hack as hook   # setuptools' distutils hook
+            hook.remove_shim()
+        except ImportError:
+            hook = None
     try:
-        import theano
+        yield
     finally:
-        if placeholder is not None and sys.modules.get("scipy.stats") is placeholder:
-            del sys.modules["scipy.stats"]
-    return theano
+        if hook is not None:
+            hook.add_shim()
+        for name, module in placed.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+
+
+def _pkg_resources_placeholder():
+    """``pkg_resources`` as far as Lasagne 0.1 uses it: ``get_distribution(name).version``."""
+    from importlib.metadata import version
+
+    module = types.ModuleType("pkg_resources")
+    module.get_distribution = lambda name: types.SimpleNamespace(version=version(name))
+    return module
 
 
 # Theano warns at every import that it uses numpy's BLAS; that choice is ours and documented.
 logging.getLogger("theano.tensor.blas").setLevel(logging.ERROR)
-theano = _import_theano()
+with _placeholders(**{"scipy.stats": types.ModuleType("scipy.stats")}):
+    import theano  # noqa: E402
 import theano.tensor as T  # noqa: E402
 
 theano._srcnn_configured = True
@@ -175,4 +207,5 @@ def blas_info():
     return blas.describe(theano.config.blas__ldflags)
 
 
-import lasagne  # noqa: E402
+with _placeholders(pkg_resources=_pkg_resources_placeholder()):
+    import lasagne  # noqa: E402
