@@ -28,14 +28,19 @@ Shims, for PyPI's Lasagne 0.1 (2015) on Theano-PyMC 1.1.2:
   string (``tensor/elemwise.py``), which emits invalid C when
   ``openmp=True``; :func:`_patch_elemwise_openmp` fixes it in memory.
 
-Start-up (0.2 s of every command's start): three imports that Theano and
-Lasagne make and SRCNN never uses are skipped, each only while Theano or
-Lasagne is imported (:func:`_placeholders`), so that a later real use
-imports the real module:
+Start-up (0.3 s of every command's start): imports that Theano and Lasagne
+make and SRCNN never uses are skipped, each only while Theano or Lasagne is
+imported (:func:`_placeholders`), so that a later real use imports the real
+module:
 
-* ``scipy.stats`` (0.1 s), imported by Theano for one scalar op's Python
-  fallback (``chi2sf``) that no SRCNN graph holds: a placeholder, removed
-  afterwards (scipy's own lazy submodule loading imports it on first use).
+* ``scipy.stats``, ``scipy.special`` (0.15 s), imported by Theano for the
+  Python fallbacks of scalar ops (``chi2sf``, ``erf``...) that no SRCNN
+  graph holds: empty placeholders, removed afterwards; scipy's own lazy
+  submodule loading imports the real ones on first use.
+* ``scipy.signal`` (0.08 s), from which Theano's Python convolutions import
+  names that scipy 1.11 does not have in ``scipy.signal.signaltools``: the
+  import fails either way (``imported_scipy_signal`` is False); against an
+  empty placeholder it fails without loading scipy.signal.
 * ``pkg_resources`` (0.06 s), imported by Lasagne 0.1 for
   ``get_distribution("Lasagne").version`` alone: a placeholder that answers
   that from ``importlib.metadata``.
@@ -171,6 +176,14 @@ def _placeholders(**modules):
                 del sys.modules[name]
 
 
+def _scipy_placeholders():
+    """Empty stand-ins for the scipy modules Theano imports and SRCNN never calls (see the
+    module docstring)."""
+    names = ("scipy.stats", "scipy.special", "scipy.signal", "scipy.signal.signaltools",
+             "scipy.signal.sigtools")
+    return {name: types.ModuleType(name) for name in names}
+
+
 def _pkg_resources_placeholder():
     """``pkg_resources`` as far as Lasagne 0.1 uses it: ``get_distribution(name).version``."""
     from importlib.metadata import version
@@ -182,7 +195,7 @@ def _pkg_resources_placeholder():
 
 # Theano warns at every import that it uses numpy's BLAS; that choice is ours and documented.
 logging.getLogger("theano.tensor.blas").setLevel(logging.ERROR)
-with _placeholders(**{"scipy.stats": types.ModuleType("scipy.stats")}):
+with _placeholders(**_scipy_placeholders()):
     import theano  # noqa: E402
 import theano.tensor as T  # noqa: E402
 
