@@ -20,8 +20,9 @@ input, one band and a few tiles; :func:`upscale_image` assembles the array.
 
 Speed on a few cores: the network runs on one tile after another while
 threads prepare the next tiles (colour conversion, bicubic) and finish the
-last ones (back to RGB, rounding): numpy, the network's band loops and the
-PNG encoder all release the GIL, and the network's band threads take fewer
+last ones (back to RGB, rounding): these stages' C loops
+(:mod:`srcnn_theano.image.loops`), the network's band loops and the PNG
+encoder all release the GIL, and the network's band threads take fewer
 bands while a core is busy with this work.
 """
 import collections
@@ -40,7 +41,7 @@ from srcnn_theano.image.imresize import imresize
 from srcnn_theano.image.ycbcr import rgb2ycbcr, ycbcr2rgb_levels
 
 LR_TILE = 256  #: low-resolution pixels per tile side (x2: the network's 512-pixel tile)
-short_idle_spin()  # idle BLAS/OpenMP threads would hold the cores the numpy and PNG threads need
+short_idle_spin()  # idle BLAS/OpenMP threads would hold the cores the helper and PNG threads need
 
 
 def _to_planes(f):
@@ -105,9 +106,10 @@ def tiles(h, w, tile, margin):
 
 
 def default_threads():
-    """Helper threads for the numpy stages: one less than the cores this process may use,
-    between 1 and 2. On the CPU one keeps up with the network (a tile's numpy work is a
-    third of the network's single-threaded time); each more holds a few tiles' buffers."""
+    """Helper threads for the stages beside the network: one less than the cores this
+    process may use, between 1 and 2. On the CPU one keeps up with the network (a tile's
+    work beside it is a tenth of the network's single-threaded time); each more holds a
+    few tiles' buffers."""
     return max(1, min(2, usable_cores() - 1))
 
 
@@ -118,11 +120,11 @@ def _upscale_bands(src, scale, predictor, tile, prepare, finish, dtype, threads=
     ``prepare(src_tile)`` gives float planes (Y/gray first); ``finish(keep, out)``
     maps the enlarged planes to ``dtype`` and the output's channels, written
     into ``out``, the tile's part of the band. The
-    network runs on the tiles in order, in this thread; the numpy stages
+    network runs on the tiles in order, in this thread; the other stages
     (prepare and bicubic of the next ``threads`` tiles, finishing the ones
-    done) run meanwhile on a thread pool: numpy and the network's band
-    loops (:mod:`srcnn_theano.network.banded_corr`) release the GIL, and the
-    band threads share the cores with this work.
+    done) run meanwhile on a thread pool: their C loops and the network's
+    band loops (:mod:`srcnn_theano.network.banded_corr`) release the GIL, and
+    the band threads share the cores with this work.
     """
     h, w = src.shape[:2]
     border = predictor.model.border
@@ -216,7 +218,7 @@ def upscale_image(image, scale, predictor, tile=LR_TILE, threads=None):
         Low-resolution tile side; ``None`` processes the image at once.
         Only the output image and a few tiles' float buffers are in memory.
     threads : int or None
-        Helper threads for the numpy stages (:func:`default_threads`).
+        Helper threads for the stages beside the network (:func:`default_threads`).
 
     Returns
     -------

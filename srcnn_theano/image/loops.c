@@ -14,8 +14,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#define AT(base, type, offset) (*(type *)((char *)(base) + (offset)))
-
 /* Each exported loop is compiled twice on x86-64, for AVX2 and for the
  * baseline, and the loader picks the one the CPU runs (GCC's function
  * multiversioning): one library serves every machine that shares the cache
@@ -37,7 +35,7 @@
  *   out[p, i, x] = w[i, 0] * in[p, idx[i, 0], x] + w[i, 1] * in[p, idx[i, 1], x] + ...
  * taps summed one after another; out is (C, n_out, W), contiguous. */
 CLONED void resize_rows(const double *in, double *out, long planes, long in_rows, long cols,
-                 const double *w, const int64_t *idx, long n_out, long taps)
+                        const double *w, const int64_t *idx, long n_out, long taps)
 {
     for (long p = 0; p < planes; p++) {
         const double *src = in + p * in_rows * cols;
@@ -74,7 +72,7 @@ static inline void cols_taps(const double *src, double *dst, long n_out, const d
 }
 
 CLONED void resize_cols(const double *in, double *out, long rows, long in_cols,
-                 const double *w, const int64_t *idx, long n_out, long taps)
+                        const double *w, const int64_t *idx, long n_out, long taps)
 {
     for (long r = 0; r < rows; r++) {
         /* A constant tap count (4: every enlargement) unrolls the sum. */

@@ -57,8 +57,8 @@ def _build(path, source, flags):
         with open(src, "wb") as f:
             f.write(source)
         try:
-            run = subprocess.run([_compiler(), *flags, "-o", tmp, src, "-lm"],
-                                 capture_output=True, text=True)
+            run = subprocess.run([_compiler(), *flags, "-o", tmp, src], capture_output=True,
+                                 text=True)
         except OSError as e:
             raise SRCNNError(f"cannot compile {SOURCE}: {_compiler()}: {e.strerror or e}") from None
         finally:
@@ -77,7 +77,8 @@ def library(flags=None):
     flags = tuple(FLAGS if flags is None else flags)
     with _lock:
         if flags not in _libraries:
-            source = open(SOURCE, "rb").read()
+            with open(SOURCE, "rb") as f:
+                source = f.read()
             key = hashlib.sha256(source + " ".join(flags).encode()).hexdigest()[:16]
             path = cache_dir("loops", f"loops-{key}.so")
             if not os.path.exists(path):
@@ -85,9 +86,9 @@ def library(flags=None):
             lib = ctypes.CDLL(path)
             lib.resize_rows.argtypes = [_ptr, _ptr] + [_long] * 3 + [_ptr, _ptr] + [_long] * 2
             lib.resize_cols.argtypes = [_ptr, _ptr] + [_long] * 2 + [_ptr, _ptr] + [_long] * 2
-            lib.lincomb3.argtypes = [_long] * 2 + ([_ptr] + [_long] * 3) * 2 + [_ptr, _ptr]
-            lib.resize_rows.restype = lib.resize_cols.restype = lib.lincomb3.restype = None
             strided = [_long] * 2 + ([_ptr] + [_long] * 3) * 2 + [_ptr, _ptr]
+            lib.lincomb3.argtypes = strided
+            lib.resize_rows.restype = lib.resize_cols.restype = lib.lincomb3.restype = None
             for name in ("lincomb3_to_uint8", "lincomb3_to_uint16"):
                 getattr(lib, name).argtypes = strided + [ctypes.c_double]
                 getattr(lib, name).restype = None
