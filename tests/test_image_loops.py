@@ -114,3 +114,12 @@ def test_ycbcr2rgb_levels_is_ycbcr2rgb_then_from_float(built, dtype):
     assert not band[:, :4].any() and not band[:, -5:].any()
     with pytest.raises(TypeError):
         ycbcr2rgb_levels(from_float(view), band[:, 4:-5])
+
+
+def test_an_unwritable_cache_folder_builds_a_private_copy(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("SRCNN_CACHE_DIR", str(tmp_path / "a-file"))   # no folder can go there
+    monkeypatch.setattr(loops, "_libraries", {})
+    out = loops.from_float(np.array([0.5 / 255, 2.0]), np.empty(2, np.uint8), 255.0)
+    assert out.tolist() == [1, 255]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
