@@ -152,7 +152,6 @@ else:
     _gpu.prepare_environment()
 
 
-
 @contextlib.contextmanager
 def _placeholders(**modules):
     """Let imports inside the block find ``modules`` (name: module) instead of importing

@@ -35,8 +35,12 @@ One home for these ideas:
   files and initial weights in provenance records.
 * **The cache folder.** :func:`cache_dir` is where the project keeps what
   it works out once per machine (the BLAS choice, compiled functions, the
-  GPU environment's library links): ``~/.cache/srcnn_theano``,
-  ``$SRCNN_CACHE_DIR`` or ``$XDG_CACHE_HOME/srcnn_theano`` when set.
+  image loops' library, the GPU environment's library links):
+  ``~/.cache/srcnn_theano``, ``$SRCNN_CACHE_DIR`` or
+  ``$XDG_CACHE_HOME/srcnn_theano`` when set. What runs code when loaded (a
+  pickle, a shared library) is kept in a :func:`private_folder` and read
+  only where :func:`is_private`; :func:`remove_stale` drops the entries a
+  newer one replaces.
 """
 import contextlib
 import errno
@@ -66,6 +70,30 @@ def cache_dir(*parts):
     root = os.environ.get("SRCNN_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "srcnn_theano")
     return os.path.join(root, *parts)
+
+
+def is_private(st):
+    """True when a stat result is ours and not writable by group or others."""
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def private_folder(folder):
+    """Create ``folder`` (mode 0700) if missing; True when it is private (:func:`is_private`)."""
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        return is_private(os.stat(folder))
+    except OSError:
+        return False
+
+
+def remove_stale(folder, prefix, keep):
+    """Remove the files of ``folder`` named ``prefix*`` except ``keep`` (a name), quietly."""
+    for name in os.listdir(folder):
+        if name.startswith(prefix) and name != keep:
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
 
 
 def new_file_mode():

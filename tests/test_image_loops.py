@@ -123,3 +123,35 @@ def test_an_unwritable_cache_folder_builds_a_private_copy(tmp_path, monkeypatch)
     out = loops.from_float(np.array([0.5 / 255, 2.0]), np.empty(2, np.uint8), 255.0)
     assert out.tolist() == [1, 255]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_a_folder_others_can_write_is_not_loaded_from(tmp_path, monkeypatch):
+    """A shared library runs code when loaded: one that another user could have put
+    there is neither loaded nor written (a private copy is built instead)."""
+    shared = tmp_path / "loops"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("SRCNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(loops, "_libraries", {})
+    assert loops.from_float(np.array([1.0]), np.empty(1, np.uint8), 255.0).tolist() == [255]
+    assert list(shared.iterdir()) == []
+
+
+def test_a_build_for_older_source_is_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRCNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(loops, "_libraries", {})
+    loops.library()
+    (built,) = (tmp_path / "loops").iterdir()
+    prefix = built.name[:built.name.rindex("-") + 1]
+    old, other_flags = tmp_path / "loops" / f"{prefix}0123456789abcdef.so", tmp_path / "loops" / "loops-x-1.so"
+    old.write_bytes(b"")
+    other_flags.write_bytes(b"")
+    built.unlink()
+    monkeypatch.setattr(loops, "_libraries", {})
+    loops.library()
+    assert sorted(p.name for p in (tmp_path / "loops").iterdir()) == sorted([built.name, other_flags.name])
+
+
+def test_from_float_of_a_single_value():
+    assert from_float(0.5).tolist() == 128
+    assert from_float(np.float32(1.0), np.uint16).tolist() == 65535

@@ -20,6 +20,7 @@ Images are ``(H, W)`` or ``(H, W, C)``; floats are any range (usually 0..1)
 and are never clipped; ``uint8`` is computed in float64 and rounded half away
 from zero with saturation to 0..255 after each pass, as MATLAB does.
 """
+import functools
 import math
 
 import numpy as np
@@ -95,6 +96,16 @@ def calculate_weights_indices(in_length, out_length, scale, kernel_width=4.0, an
     return weights[:, keep], fold_indices(indices[:, keep], in_length, padding)
 
 
+@functools.lru_cache(maxsize=32)
+def _contributions(in_length, out_length, scale, antialiasing, padding):
+    """:func:`calculate_weights_indices` (read-only arrays), kept for the sizes in use: the
+    tiles of one image, the images of one set repeat them."""
+    weights, indices = calculate_weights_indices(in_length, out_length, scale, 4.0, antialiasing,
+                                                 padding)
+    weights.flags.writeable = indices.flags.writeable = False
+    return weights, indices
+
+
 def fold_indices(indices, in_length, padding="symmetric"):
     """0-based indices outside ``[0, in_length)`` folded back as MATLAB's border rule does."""
     if padding == "symmetric":
@@ -156,8 +167,8 @@ def imresize(img, scale=None, output_shape=None, antialiasing=True, padding="sym
         raise ValueError(f"output size {out_shape} is empty")
     if padding not in ("symmetric", "replicate"):
         raise ValueError(f"padding must be 'symmetric' or 'replicate', got {padding!r}")
-    contributions = [calculate_weights_indices(in_shape[d], out_shape[d], scales[d], 4.0,
-                                               antialiasing, padding) for d in (0, 1)]
+    contributions = [_contributions(in_shape[d], out_shape[d], scales[d], antialiasing, padding)
+                     for d in (0, 1)]
     # MATLAB: [~, order] = sort(scale), a stable sort -> rows first on ties.
     order = sorted((0, 1), key=lambda d: scales[d])
     # Channels as contiguous planes (C, H, W): every pass then runs along long rows.

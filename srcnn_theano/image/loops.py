@@ -14,9 +14,10 @@ contraction into fused multiply-adds and no ``-ffast-math``, so every
 operation rounds as written; no ``-march=native``: ``loops.c`` asks for AVX2
 and baseline copies of each loop and the loader picks one for the CPU, so
 one binary serves every x86-64 machine sharing the cache folder. It is kept
-in :func:`srcnn_theano.files.cache_dir` under the hash of its source and
-flags, published atomically; a process that finds it loads it in about a
-millisecond. Where that folder cannot be written, each process builds its
+in :func:`srcnn_theano.files.cache_dir` under the hash of its flags and
+source, published atomically in a private folder (a build for older source
+is removed); a process that finds it loads it in about a millisecond. Where
+that folder cannot be written or is not private, each process builds its
 own copy in a temporary folder (0.8 s).
 
 Arrays cross as pointers with byte strides; the wrappers here check dtypes
@@ -33,7 +34,7 @@ import threading
 import numpy as np
 
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.files import atomic_output, cache_dir
+from srcnn_theano.files import atomic_output, cache_dir, is_private, private_folder, remove_stale
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "loops.c")
 #: -fno-trapping-math lets the compiler vectorize the clipping (it changes no value).
@@ -70,23 +71,26 @@ def _build(path, source, flags):
             raise SRCNNError(f"cannot compile {SOURCE}: {first.splitlines()[0][:300]}")
 
 
-def _load(path, source, flags):
-    """The library at ``path``, built there first if missing; where the cache folder cannot
-    be written, built in a temporary folder for this process alone."""
-    if not os.path.exists(path):
-        folder = os.path.dirname(path)
+def _load(folder, name, stale_prefix, source, flags):
+    """The library ``name`` of ``folder``, built there first if missing (older builds with
+    ``stale_prefix`` removed). A library runs code when loaded: it is loaded only from a
+    private folder and file (:func:`srcnn_theano.files.is_private`, as the pickled
+    functions are); elsewhere, or where the folder cannot be written, it is built in a
+    temporary folder for this process alone."""
+    path = os.path.join(folder, name)
+    if private_folder(folder):
+        if not os.path.exists(path) and os.access(folder, os.W_OK):
+            _build(path, source, flags)
+            remove_stale(folder, stale_prefix, name)
         try:
-            os.makedirs(folder, exist_ok=True)
-            writable = os.access(folder, os.W_OK)
-        except OSError:
-            writable = False
-        if not writable:
-            with tempfile.TemporaryDirectory() as private:   # the loaded library stays mapped
-                path = os.path.join(private, os.path.basename(path))
-                _build(path, source, flags)
+            if is_private(os.lstat(path)):
                 return ctypes.CDLL(path)
+        except OSError:
+            pass
+    with tempfile.TemporaryDirectory() as private:   # the loaded library stays mapped
+        path = os.path.join(private, name)
         _build(path, source, flags)
-    return ctypes.CDLL(path)
+        return ctypes.CDLL(path)
 
 
 def library(flags=None):
@@ -100,8 +104,9 @@ def library(flags=None):
         if flags not in _libraries:
             with open(SOURCE, "rb") as f:
                 source = f.read()
-            key = hashlib.sha256(source + " ".join(flags).encode()).hexdigest()[:16]
-            lib = _load(cache_dir("loops", f"loops-{key}.so"), source, flags)
+            prefix = f"loops-{hashlib.sha256(' '.join(flags).encode()).hexdigest()[:8]}-"
+            name = f"{prefix}{hashlib.sha256(source).hexdigest()[:16]}.so"
+            lib = _load(cache_dir("loops"), name, prefix, source, flags)
             lib.resize_rows.argtypes = [_ptr, _ptr] + [_long] * 3 + [_ptr, _ptr] + [_long] * 2
             lib.resize_cols.argtypes = [_ptr, _ptr] + [_long] * 2 + [_ptr, _ptr] + [_long] * 2
             strided = [_long] * 2 + ([_ptr] + [_long] * 3) * 2 + [_ptr, _ptr]

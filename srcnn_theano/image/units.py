@@ -68,7 +68,7 @@ def from_float(x, dtype=np.uint8, out=None):
     if out.dtype != np.dtype(dtype):
         raise TypeError(f"from_float into {out.dtype}, asked for {np.dtype(dtype)}")
     for lead in np.ndindex(x.shape[:-3]):    # the C loop takes up to 3 dimensions
-        loops.from_float(x[lead], out[lead], PEAK[out.dtype])
+        loops.from_float(x[lead + (...,)], out[lead + (...,)], PEAK[out.dtype])   # views
     return out
 
 

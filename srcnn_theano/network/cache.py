@@ -53,7 +53,8 @@ import sys
 
 from srcnn_theano.backend import lasagne, on_gpu, theano
 from srcnn_theano.errors import SRCNNError
-from srcnn_theano.files import atomic_write_bytes, cache_dir
+from srcnn_theano.files import (atomic_write_bytes, cache_dir, is_private, private_folder,
+                                remove_stale)
 
 #: Bumped whenever what is cached, or how its key is made, changes.
 CACHE_VERSION = 1
@@ -118,21 +119,16 @@ def _enabled():
     return flag not in ("0", "false", "no", "off") and not on_gpu()
 
 
-def _private(st):
-    """True when a stat result is ours and not writable by group or others."""
-    return st.st_uid == os.getuid() and not st.st_mode & 0o022
-
-
 def _read_private(path):
     """The bytes of ``path`` if it and its folder are private to us (else None)."""
     try:
-        if not _private(os.stat(os.path.dirname(path))):
+        if not is_private(os.stat(os.path.dirname(path))):
             return None
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return None
     try:
-        if not _private(os.fstat(fd)):
+        if not is_private(os.fstat(fd)):
             return None
         with os.fdopen(fd, "rb") as f:
             fd = None
@@ -148,17 +144,11 @@ def _write_private(path, data, stale_prefix=None):
     """Write ``data`` atomically into a 0700 folder; remove ``stale_prefix*`` siblings."""
     try:
         folder = os.path.dirname(path)
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        if not _private(os.stat(folder)):
+        if not private_folder(folder):
             return False
         atomic_write_bytes(path, data)
         if stale_prefix:
-            for name in os.listdir(folder):
-                if name.startswith(stale_prefix) and name != os.path.basename(path):
-                    try:
-                        os.remove(os.path.join(folder, name))
-                    except OSError:
-                        pass
+            remove_stale(folder, stale_prefix, os.path.basename(path))
         return True
     except (OSError, SRCNNError):
         return False
